@@ -1,0 +1,242 @@
+/**
+ * Content-addressed storage on S3: blobs under their sha256, manifests under
+ * the sha256 of their canonical JSON. Every write sends the sha256 so the
+ * server checks the bytes it stored; every manifest read is re-hashed so a
+ * corrupted or substituted manifest is caught before it is acted on.
+ */
+import { createHash } from 'node:crypto';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListPartsCommand,
+  NotFound,
+  NoSuchKey,
+  NoSuchUpload,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+  UploadPartCommand,
+  type CompletedPart,
+} from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { blobKey, canonicalManifestJson, manifestKey, manifestProblems, manifestTotals, type Manifest, type ManifestRef } from '../core/manifest';
+
+export interface S3BlobStoreOptions {
+  /** Client used for every request. */
+  client: S3Client;
+  /**
+   * Client used only to presign URLs. It must be built with
+   * `requestChecksumCalculation: 'WHEN_REQUIRED'`, or presigned URLs carry an
+   * empty-body checksum that the server later rejects.
+   */
+  presignClient: S3Client;
+  bucket: string;
+  prefix: string;
+  presignExpirySeconds: number;
+}
+
+/** Thrown when stored bytes do not hash to the name they are stored under. */
+export class StoredChecksumMismatchError extends Error {
+  constructor(
+    readonly key: string,
+    readonly expectedSha256: string,
+    readonly actualSha256: string,
+  ) {
+    super(`object ${key} hashes to ${actualSha256}, expected ${expectedSha256}`);
+    this.name = 'StoredChecksumMismatchError';
+  }
+}
+
+/** Thrown when a manifest is not in the store. */
+export class ManifestMissingError extends Error {
+  constructor(readonly digest: string) {
+    super(`manifest ${digest} is not in the blob store`);
+    this.name = 'ManifestMissingError';
+  }
+}
+
+/** Thrown when S3 rejects a body because it does not match the sha256 we sent. */
+export class BodyDigestRejectedError extends Error {
+  constructor(
+    readonly key: string,
+    cause: unknown,
+  ) {
+    super(`the blob store rejected the body for ${key}: it does not match its sha256`, { cause });
+    this.name = 'BodyDigestRejectedError';
+  }
+}
+
+export interface MultipartState {
+  sha256: string;
+  uploadId: string;
+}
+
+const hexToBase64 = (hex: string) => Buffer.from(hex, 'hex').toString('base64');
+
+function isDigestRejection(err: unknown): boolean {
+  return err instanceof S3ServiceException && ['BadDigest', 'XAmzContentSHA256Mismatch', 'InvalidDigest'].includes(err.name);
+}
+
+export class S3BlobStore {
+  constructor(private readonly options: S3BlobStoreOptions) {}
+
+  get bucket(): string {
+    return this.options.bucket;
+  }
+
+  blobKey(sha256: string): string {
+    return blobKey(this.options.prefix, sha256);
+  }
+
+  async hasObject(key: string, abortSignal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.options.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key }), { abortSignal });
+      return true;
+    } catch (err) {
+      if (err instanceof NotFound || err instanceof NoSuchKey) return false;
+      throw err;
+    }
+  }
+
+  /** Stores `body` under its sha256, which S3 checks against the bytes it receives. */
+  async putVerified(key: string, body: Buffer, sha256: string, abortSignal?: AbortSignal): Promise<void> {
+    try {
+      await this.options.client.send(
+        new PutObjectCommand({ Bucket: this.options.bucket, Key: key, Body: body, ContentLength: body.length, ChecksumSHA256: hexToBase64(sha256) }),
+        { abortSignal },
+      );
+    } catch (err) {
+      if (isDigestRejection(err)) throw new BodyDigestRejectedError(key, err);
+      throw err;
+    }
+  }
+
+  async putManifest(manifest: Manifest): Promise<ManifestRef> {
+    const body = Buffer.from(canonicalManifestJson(manifest), 'utf8');
+    const digest = createHash('sha256').update(body).digest('hex');
+    const key = manifestKey(this.options.prefix, digest);
+    if (!(await this.hasObject(key))) await this.putVerified(key, body, digest);
+    return { manifestDigest: digest, manifestKey: key, ...manifestTotals(manifest) };
+  }
+
+  /** Reads a manifest and checks that it hashes to its digest and is well-formed. */
+  async getManifest(digest: string): Promise<Manifest> {
+    const key = manifestKey(this.options.prefix, digest);
+    let body: Uint8Array;
+    try {
+      const response = await this.options.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key }));
+      body = await response.Body!.transformToByteArray();
+    } catch (err) {
+      if (err instanceof NoSuchKey || err instanceof NotFound) throw new ManifestMissingError(digest);
+      throw err;
+    }
+    const actual = createHash('sha256').update(body).digest('hex');
+    if (actual !== digest) throw new StoredChecksumMismatchError(key, digest, actual);
+    const manifest = JSON.parse(Buffer.from(body).toString('utf8')) as unknown;
+    const problems = manifestProblems(manifest);
+    if (problems.length) throw new Error(`manifest ${digest} is malformed: ${problems.join('; ')}`);
+    return manifest as Manifest;
+  }
+
+  /** A short-lived GET URL for one blob: scoped to that key, expiring in minutes. */
+  presignBlobGet(sha256: string): Promise<string> {
+    return getSignedUrl(this.options.presignClient, new GetObjectCommand({ Bucket: this.options.bucket, Key: this.blobKey(sha256) }), {
+      expiresIn: this.options.presignExpirySeconds,
+    });
+  }
+
+  /** The URL prefix every presigned blob URL starts with; targets allow fetching only below it. */
+  async blobUrlPrefix(): Promise<string> {
+    const probe = new URL(await this.presignBlobGet('0'.repeat(64)));
+    const keyStart = probe.pathname.indexOf(`${this.options.prefix}blobs/`);
+    return probe.origin + probe.pathname.slice(0, keyStart) + `${this.options.prefix}blobs/`;
+  }
+
+  async createMultipart(sha256: string): Promise<MultipartState> {
+    const response = await this.options.client.send(
+      new CreateMultipartUploadCommand({ Bucket: this.options.bucket, Key: this.blobKey(sha256), ChecksumAlgorithm: 'SHA256' }),
+    );
+    return { sha256, uploadId: response.UploadId! };
+  }
+
+  /** Parts already stored for an upload, or undefined when the upload no longer exists. */
+  async listUploadedParts(state: MultipartState): Promise<CompletedPart[] | undefined> {
+    const parts: CompletedPart[] = [];
+    let marker: string | undefined;
+    try {
+      for (;;) {
+        const page = await this.options.client.send(
+          new ListPartsCommand({ Bucket: this.options.bucket, Key: this.blobKey(state.sha256), UploadId: state.uploadId, PartNumberMarker: marker }),
+        );
+        for (const part of page.Parts ?? []) parts.push({ PartNumber: part.PartNumber, ETag: part.ETag, ChecksumSHA256: part.ChecksumSHA256 });
+        if (!page.IsTruncated) return parts;
+        marker = page.NextPartNumberMarker;
+      }
+    } catch (err) {
+      if (err instanceof NoSuchUpload || err instanceof NotFound) return undefined;
+      throw err;
+    }
+  }
+
+  async uploadPart(state: MultipartState, partNumber: number, body: Buffer, abortSignal?: AbortSignal): Promise<CompletedPart> {
+    const checksum = createHash('sha256').update(body).digest('base64');
+    try {
+      const response = await this.options.client.send(
+        new UploadPartCommand({
+          Bucket: this.options.bucket,
+          Key: this.blobKey(state.sha256),
+          UploadId: state.uploadId,
+          PartNumber: partNumber,
+          Body: body,
+          ContentLength: body.length,
+          ChecksumSHA256: checksum,
+        }),
+        { abortSignal },
+      );
+      return { PartNumber: partNumber, ETag: response.ETag, ChecksumSHA256: response.ChecksumSHA256 ?? checksum };
+    } catch (err) {
+      if (isDigestRejection(err)) throw new BodyDigestRejectedError(this.blobKey(state.sha256), err);
+      throw err;
+    }
+  }
+
+  async completeMultipart(state: MultipartState, parts: CompletedPart[]): Promise<void> {
+    await this.options.client.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: this.options.bucket,
+        Key: this.blobKey(state.sha256),
+        UploadId: state.uploadId,
+        MultipartUpload: { Parts: [...parts].sort((a, b) => a.PartNumber! - b.PartNumber!) },
+      }),
+    );
+  }
+
+  async abortMultipart(state: MultipartState): Promise<void> {
+    await this.options.client.send(
+      new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: this.blobKey(state.sha256), UploadId: state.uploadId }),
+    );
+  }
+}
+
+/** Builds the two clients a blob store needs from plain settings. */
+export function createS3Clients(settings: {
+  endpoint?: string;
+  region: string;
+  forcePathStyle: boolean;
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+}): { client: S3Client; presignClient: S3Client } {
+  const base = {
+    endpoint: settings.endpoint,
+    region: settings.region,
+    forcePathStyle: settings.forcePathStyle,
+    credentials: settings.credentials,
+    maxAttempts: 5,
+  };
+  return {
+    client: new S3Client(base),
+    presignClient: new S3Client({ ...base, requestChecksumCalculation: 'WHEN_REQUIRED' }),
+  };
+}

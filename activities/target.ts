@@ -1,0 +1,193 @@
+/**
+ * Targets: the machines files land on. Every target runs a runtime agent, so
+ * landing and verifying speak the same protocol; a target kind only decides
+ * how the agent is found. Landing and verifying are separate activities on
+ * purpose: the agent saying "landed" is never taken as proof.
+ */
+import { Context } from '@temporalio/activity';
+import { FailureType, knownFailureType, type FailureTypeName } from '../core/errors';
+import { entriesProblems, fileDirectoryConflicts, type ManifestEntry } from '../core/manifest';
+import { joinRelative } from '../core/paths';
+import { sessionRoot, type TargetRef, type TransferProgress } from '../core/sync';
+import { compareLanding, describeLandingProblems, landingIsComplete, type TargetFile } from '../core/verify';
+import { AgentClient, AgentRequestError, type AgentEndpoint } from './agentClient';
+import { blobStoreFailure } from './blobs';
+import { nonRetryable, retryable } from './failures';
+import type { S3BlobStore } from './s3BlobStore';
+
+export interface LandingInput {
+  sessionId: string;
+  target: TargetRef;
+  /** Folder inside the session. */
+  dest: string;
+  manifestDigest: string;
+}
+
+export interface LandManifestResult {
+  bootId: string;
+  filesLanded: number;
+  bytesLanded: number;
+  filesAlreadyPresent: number;
+  bytesAlreadyPresent: number;
+}
+
+export interface VerifyLandingInput extends LandingInput {
+  /** Boot id the files were landed on; a different one means the target restarted and must be landed again. */
+  expectedBootId: string;
+}
+
+export interface VerifyLandingResult {
+  bootId: string;
+  filesVerified: number;
+  bytesVerified: number;
+}
+
+/** Files per land request: bounds request size and presigning work per round trip. */
+const LAND_BATCH_FILES = 500;
+/** Paths named in a failure's details (the message names fewer). */
+const DETAIL_PATHS = 50;
+
+const NON_RETRYABLE_AGENT_ERRORS = new Set<FailureTypeName>([
+  FailureType.UnsafePath,
+  FailureType.InvalidInput,
+  FailureType.UrlNotAllowed,
+  FailureType.TargetUnauthorized,
+]);
+
+/** Agent errors become failures of the same type; bad input and auth are not retried. */
+function agentFailure(err: unknown): unknown {
+  if (!(err instanceof AgentRequestError)) return err;
+  const details = { path: err.path, status: err.status };
+  const type = knownFailureType(err.type) ?? FailureType.TargetUnavailable;
+  return NON_RETRYABLE_AGENT_ERRORS.has(type) ? nonRetryable(type, err.message, details) : retryable(type, err.message, details);
+}
+
+export interface TargetDeps {
+  blobs: S3BlobStore;
+  /** The runtime agent of the `local` target; unset when this worker has none. */
+  localAgent?: AgentEndpoint;
+}
+
+export function createTargetActivities(deps: TargetDeps) {
+  const agentFor = (target: TargetRef): AgentClient => {
+    if (target.kind === 'local' && deps.localAgent) return new AgentClient(deps.localAgent);
+    throw nonRetryable(FailureType.UnknownTarget, `this worker has no ${JSON.stringify(target.kind)} target configured (set FERRY_LOCAL_AGENT_URL)`, {
+      target,
+    });
+  };
+
+  const loadEntries = async (manifestDigest: string): Promise<ManifestEntry[]> => {
+    const manifest = await deps.blobs.getManifest(manifestDigest).catch((err) => {
+      throw blobStoreFailure(err);
+    });
+    // Checked here as well as on the agent, so an unsafe manifest is refused before any target sees it.
+    const problems = entriesProblems(manifest.files);
+    if (problems.length) throw nonRetryable(FailureType.UnsafePath, `manifest ${manifestDigest} is unsafe: ${problems.join('; ')}`, { problems });
+    const conflicts = fileDirectoryConflicts(manifest.files);
+    if (conflicts.length) {
+      throw nonRetryable(FailureType.InvalidInput, `manifest ${manifestDigest} has paths that are both file and folder: ${conflicts.slice(0, 5).join(', ')}`, {
+        conflicts,
+      });
+    }
+    return manifest.files;
+  };
+
+  return {
+    /** The target pulls every blob of the manifest into the session by presigned URL. */
+    async landManifest(input: LandingInput): Promise<LandManifestResult> {
+      const context = Context.current();
+      const files = await loadEntries(input.manifestDigest);
+      const agent = agentFor(input.target);
+      const dir = joinRelative(sessionRoot(input.sessionId), input.dest);
+      try {
+        const { bootId } = await agent.health();
+        const progress: TransferProgress = {
+          step: 'landManifest',
+          filesDone: 0,
+          filesTotal: files.length,
+          bytesDone: 0,
+          bytesTotal: files.reduce((sum, f) => sum + f.size, 0),
+        };
+        context.heartbeat(progress);
+        const totals = { filesLanded: 0, bytesLanded: 0, filesAlreadyPresent: 0, bytesAlreadyPresent: 0 };
+        for (let start = 0; start < files.length; start += LAND_BATCH_FILES) {
+          const batch = files.slice(start, start + LAND_BATCH_FILES);
+          const landFiles = await Promise.all(batch.map(async (entry) => ({ ...entry, url: await deps.blobs.presignBlobGet(entry.sha256) })));
+          const base = { filesDone: progress.filesDone, bytesDone: progress.bytesDone };
+          const result = await agent.land({ dir, files: landFiles }, (event) => {
+            if (event.type !== 'progress') return;
+            progress.filesDone = base.filesDone + event.filesDone;
+            progress.bytesDone = base.bytesDone + event.bytesDone;
+            context.heartbeat(progress);
+          });
+          if (result.bootId !== bootId) {
+            throw retryable(FailureType.TargetRestarted, `target restarted while landing (boot ${bootId} → ${result.bootId})`, { bootId, newBootId: result.bootId });
+          }
+          totals.filesLanded += result.filesLanded;
+          totals.bytesLanded += result.bytesLanded;
+          totals.filesAlreadyPresent += result.filesAlreadyPresent;
+          totals.bytesAlreadyPresent += result.bytesAlreadyPresent;
+          progress.filesDone = base.filesDone + batch.length;
+          progress.bytesDone = base.bytesDone + batch.reduce((sum, f) => sum + f.size, 0);
+          context.heartbeat(progress);
+        }
+        context.log.info('manifest landed', { sessionId: input.sessionId, manifestDigest: input.manifestDigest, bootId, ...totals });
+        return { bootId, ...totals };
+      } catch (err) {
+        throw agentFailure(err);
+      }
+    },
+
+    /** The target re-hashes every file of the manifest; anything missing, short or different fails with its paths. */
+    async verifyLanding(input: VerifyLandingInput): Promise<VerifyLandingResult> {
+      const context = Context.current();
+      const files = await loadEntries(input.manifestDigest);
+      const agent = agentFor(input.target);
+      const dir = joinRelative(sessionRoot(input.sessionId), input.dest);
+      const progress: TransferProgress = {
+        step: 'verifyLanding',
+        filesDone: 0,
+        filesTotal: files.length,
+        bytesDone: 0,
+        bytesTotal: files.reduce((sum, f) => sum + f.size, 0),
+      };
+      context.heartbeat(progress);
+      const listed: TargetFile[] = [];
+      let bootId: string;
+      try {
+        const result = await agent.listFiles({ dir, paths: files.map((f) => f.path) }, (event) => {
+          if (event.type === 'file') listed.push({ path: event.path, size: event.size, mode: event.mode, sha256: event.sha256 });
+          else if (event.type === 'progress') {
+            progress.filesDone = event.filesDone;
+            progress.bytesDone = event.bytesDone;
+            context.heartbeat(progress);
+          }
+        });
+        bootId = result.bootId;
+      } catch (err) {
+        throw agentFailure(err);
+      }
+      if (bootId !== input.expectedBootId) {
+        // Not retryable here: only landing again can fix it, and that is the workflow's call.
+        throw nonRetryable(FailureType.TargetRestarted, `target restarted after landing (boot ${input.expectedBootId} → ${bootId}): files must be landed again`, {
+          expectedBootId: input.expectedBootId,
+          bootId,
+        });
+      }
+      const comparison = compareLanding(files, listed);
+      if (!landingIsComplete(comparison)) {
+        throw retryable(FailureType.VerificationFailed, `target ${dir} does not hold the manifest: ${describeLandingProblems(comparison)}`, {
+          sessionId: input.sessionId,
+          dir,
+          bootId,
+          missing: comparison.missing.slice(0, DETAIL_PATHS),
+          short: comparison.short.slice(0, DETAIL_PATHS),
+          mismatched: comparison.mismatched.slice(0, DETAIL_PATHS),
+          verified: comparison.verified,
+        });
+      }
+      context.log.info('landing verified', { sessionId: input.sessionId, manifestDigest: input.manifestDigest, bootId, files: comparison.verified });
+      return { bootId, filesVerified: comparison.verified, bytesVerified: comparison.bytesVerified };
+    },
+  };
+}

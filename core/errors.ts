@@ -1,0 +1,50 @@
+/**
+ * Stable failure type names. They appear as `ApplicationFailure.type` in
+ * workflow history, as `error.type` in runtime-agent responses and in
+ * `ferry` CLI output, so scripts and people can branch on them.
+ */
+export const FailureType = {
+  /** Workflow or activity input has the wrong shape. Non-retryable. */
+  InvalidInput: 'InvalidInput',
+  /** A path is absolute, contains `..`, a backslash, NUL, or is otherwise unsafe. Non-retryable. */
+  UnsafePath: 'UnsafePath',
+  /** The source folder does not exist or is not a directory. Non-retryable. */
+  SourceNotFound: 'SourceNotFound',
+  /** A symlink in the source points outside the source root. Non-retryable. */
+  SymlinkOutsideRoot: 'SymlinkOutsideRoot',
+  /** The source holds something that is neither file, directory nor symlink (device, socket, fifo). Non-retryable. */
+  UnsupportedFileType: 'UnsupportedFileType',
+  /** A file changed while it was being hashed. Retryable: the next attempt re-reads it. */
+  FileChangedDuringRead: 'FileChangedDuringRead',
+  /** A source file no longer matches the manifest it was snapshotted into. Non-retryable: snapshot again. */
+  SourceChangedSinceSnapshot: 'SourceChangedSinceSnapshot',
+  /** A blob or manifest read back from storage does not hash to its key. */
+  ChecksumMismatch: 'ChecksumMismatch',
+  /** The manifest named by a digest is not in the blob store. Non-retryable. */
+  ManifestNotFound: 'ManifestNotFound',
+  /** The target is missing files or holds different bytes than the manifest says. Retryable. */
+  VerificationFailed: 'VerificationFailed',
+  /** The target restarted (new bootId) between landing and verifying. Retryable. */
+  TargetRestarted: 'TargetRestarted',
+  /** The target could not be reached or answered a server error. Retryable. */
+  TargetUnavailable: 'TargetUnavailable',
+  /** The target refused the request as unauthorised (bad or missing token). Non-retryable. */
+  TargetUnauthorized: 'TargetUnauthorized',
+  /** The target ran out of disk space. */
+  TargetDiskFull: 'TargetDiskFull',
+  /** A URL given to the runtime agent is not an allowed blob-store URL. Non-retryable. */
+  UrlNotAllowed: 'UrlNotAllowed',
+  /** A blob download on the target failed (HTTP error, short body). Retryable. */
+  BlobDownloadFailed: 'BlobDownloadFailed',
+  /** The target kind is not known to this worker. Non-retryable. */
+  UnknownTarget: 'UnknownTarget',
+} as const;
+
+export type FailureTypeName = (typeof FailureType)[keyof typeof FailureType];
+
+const KNOWN_TYPES = new Set<string>(Object.values(FailureType));
+
+/** `name` as a known failure type, or undefined (for errors reported by other processes). */
+export function knownFailureType(name: string): FailureTypeName | undefined {
+  return KNOWN_TYPES.has(name) ? (name as FailureTypeName) : undefined;
+}

@@ -1,0 +1,42 @@
+/**
+ * Builds a ferry Worker from configuration: real S3 clients, the local
+ * runtime agent if one is configured, and the workflow code.
+ */
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { createActivities, type ActivityDeps } from '../activities';
+import { S3BlobStore, createS3Clients } from '../activities/s3BlobStore';
+import type { FerryConfig } from '../core/config';
+
+/** Everything activities need, from configuration. */
+export function activityDepsFromConfig(config: FerryConfig): ActivityDeps {
+  const { client, presignClient } = createS3Clients(config.s3);
+  const blobs = new S3BlobStore({
+    client,
+    presignClient,
+    bucket: config.s3.bucket,
+    prefix: config.s3.prefix,
+    presignExpirySeconds: config.s3.presignExpirySeconds,
+  });
+  return { blobs, localAgent: config.localAgent };
+}
+
+export interface FerryWorkerOptions {
+  config: FerryConfig;
+  connection: NativeConnection;
+  /** Overrides for tests (e.g. a prebuilt `workflowBundle`) and tuning. */
+  workerOptions?: Partial<WorkerOptions>;
+  activityDeps?: ActivityDeps;
+}
+
+export function createFerryWorker(options: FerryWorkerOptions): Promise<Worker> {
+  const deps = options.activityDeps ?? activityDepsFromConfig(options.config);
+  const code = options.workerOptions?.workflowBundle ? {} : { workflowsPath: require.resolve('../workflows') };
+  return Worker.create({
+    connection: options.connection,
+    namespace: options.config.temporal.namespace,
+    taskQueue: options.config.temporal.taskQueue,
+    activities: createActivities(deps),
+    ...code,
+    ...options.workerOptions,
+  });
+}
