@@ -1,0 +1,215 @@
+/**
+ * syncWorkflow end to end against a real Temporal dev server, a real S3
+ * server and a real runtime agent.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createTargetActivities } from '../../activities/target';
+import { createLocalSourceActivities } from '../../activities/localSource';
+import { createManifest } from '../../core/manifest';
+import { sessionRoot, type SyncInput, type SyncResult } from '../../core/sync';
+import { buildTimeline } from '../../core/timeline';
+import { summarizeHistory } from '../../client/history';
+import { sha256, treeHashes, writeSampleProject, writeTree } from '../support/fixtures';
+import { startTestStack, type TestStack } from '../support/testStack';
+
+let stack: TestStack;
+let work: string;
+
+before(async () => {
+  stack = await startTestStack();
+  work = await mkdtemp(path.join(os.tmpdir(), 'ferry-sync-test-'));
+});
+
+after(async () => {
+  await stack?.stop();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+async function sync(input: SyncInput, taskQueue = stack.config.temporal.taskQueue) {
+  const workflowId = `sync-test-${randomUUID()}`;
+  const handle = await stack.client.workflow.start('syncWorkflow', { taskQueue, workflowId, args: [input] });
+  return { workflowId, handle, result: handle.result() as Promise<SyncResult> };
+}
+
+async function activityNames(workflowId: string): Promise<string[]> {
+  const history = await stack.client.workflow.getHandle(workflowId).fetchHistory();
+  return buildTimeline(summarizeHistory(history.events ?? []), 1e9).steps.map((s) => s.name);
+}
+
+const landedDir = (sessionId: string, dest = 'data') => path.join(stack.agentRoot, sessionRoot(sessionId), dest);
+
+describe('syncWorkflow', () => {
+  it('lands and verifies a project, honouring ignore rules, with the four steps in history', async () => {
+    const source = path.join(work, 'happy');
+    const { synced, ignored } = await writeSampleProject(source);
+    const { workflowId, result } = await sync({ sessionId: 'happy', source: { path: source } });
+    const summary = await result;
+
+    assert.equal(summary.verified, true);
+    assert.equal(summary.filesTotal, synced.length);
+    assert.equal(summary.filesVerified, synced.length);
+    assert.equal(summary.bytesUploaded + summary.bytesSkipped, summary.bytesTotal);
+    assert.equal(summary.bytesLanded, summary.bytesTotal);
+    assert.match(summary.manifestDigest, /^[0-9a-f]{64}$/);
+
+    const expected = await treeHashes(source);
+    const landed = await treeHashes(landedDir('happy'));
+    assert.deepEqual(Object.keys(landed).sort(), synced);
+    for (const file of synced) assert.equal(landed[file], expected[file], file);
+    for (const file of ignored) assert.equal(landed[file], undefined, `${file} should be ignored`);
+    assert.equal((await stat(path.join(landedDir('happy'), 'scripts/run.sh'))).mode & 0o777, 0o755);
+
+    assert.deepEqual(await activityNames(workflowId), ['snapshotSource', 'uploadBlobs', 'landManifest', 'verifyLanding']);
+  });
+
+  it('re-sync uploads nothing but still lands and verifies; one changed file uploads only that file', async () => {
+    const source = path.join(work, 'incremental');
+    await writeSampleProject(source);
+    const first = await (await sync({ sessionId: 'incremental', source: { path: source } })).result;
+    assert.ok(first.verified);
+
+    const again = await sync({ sessionId: 'incremental', source: { path: source } });
+    const second = await again.result;
+    assert.equal(second.bytesUploaded, 0);
+    assert.equal(second.blobsUploaded, 0);
+    assert.equal(second.filesLanded, 0);
+    assert.equal(second.filesVerified, first.filesTotal);
+    assert.deepEqual(await activityNames(again.workflowId), ['snapshotSource', 'uploadBlobs', 'landManifest', 'verifyLanding']);
+
+    const changed = 'changed contents of the readme, longer than before\n';
+    await writeFile(path.join(source, 'README.md'), changed);
+    const third = await (await sync({ sessionId: 'incremental', source: { path: source } })).result;
+    assert.equal(third.blobsUploaded, 1);
+    assert.equal(third.bytesUploaded, Buffer.byteLength(changed));
+    assert.equal(third.filesLanded, 1);
+    assert.equal(await readFile(path.join(landedDir('incremental'), 'README.md'), 'utf8'), changed);
+  });
+
+  it('a file corrupted or deleted on the target is detected and repaired by the next sync', async () => {
+    const source = path.join(work, 'repair');
+    await writeSampleProject(source);
+    await (await sync({ sessionId: 'repair', source: { path: source } })).result;
+    const csv = path.join(landedDir('repair'), 'data/sales.csv');
+    await writeFile(csv, 'tampered');
+    await unlink(path.join(landedDir('repair'), 'sub/app.py'));
+
+    const repaired = await (await sync({ sessionId: 'repair', source: { path: source } })).result;
+    assert.equal(repaired.bytesUploaded, 0);
+    assert.equal(repaired.filesLanded, 2);
+    assert.equal(sha256(await readFile(csv)), sha256(await readFile(path.join(source, 'data/sales.csv'))));
+    assert.ok((await stat(path.join(landedDir('repair'), 'sub/app.py'))).isFile());
+  });
+
+  it('an agent that answers success but writes nothing fails verifyLanding with the paths, after retries', async () => {
+    const source = path.join(work, 'liar');
+    await writeTree(source, { 'input.csv': 'a,b\n1,2\n', 'more/notes.txt': 'n' });
+    const bootId = randomUUID();
+    const liar = await startLyingAgent(bootId);
+    try {
+      const taskQueue = 'ferry-test-liar';
+      await stack.startWorker({ taskQueue, localAgent: { url: liar.url, token: 'liar-token-000000' } });
+      const { workflowId, result } = await sync({ sessionId: 'liar', source: { path: source } }, taskQueue);
+      await assert.rejects(result, (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError);
+        assert.ok(err.cause instanceof ApplicationFailure);
+        assert.equal(err.cause.type, 'VerificationFailed');
+        assert.match(err.cause.message, /verifyLanding failed: .*2 missing \("input\.csv", "more\/notes\.txt"\)/);
+        return true;
+      });
+      const history = await stack.client.workflow.getHandle(workflowId).fetchHistory();
+      const verify = buildTimeline(summarizeHistory(history.events ?? []), 1e9).steps.find((s) => s.name === 'verifyLanding');
+      assert.equal(verify?.attempts, 3);
+      assert.equal(verify?.status, 'failed');
+      assert.ok(liar.landRequests >= 1);
+    } finally {
+      liar.server.close();
+    }
+  });
+
+  it('refuses path traversal in a manifest before any target sees it, and the agent refuses it too', async () => {
+    const sessionId = 'traversal';
+    const env = new MockActivityEnvironment();
+    const activities = createTargetActivities({ blobs: stack.blobs, localAgent: { url: stack.agent.url, token: stack.agentToken } });
+    for (const hostile of ['../x', '/etc/x', 'a/../../x']) {
+      const ref = await stack.blobs.putManifest(createManifest([{ path: hostile, size: 1, mode: 0o644, sha256: sha256('x') }]));
+      await assert.rejects(
+        env.run(activities.landManifest, { sessionId, target: { kind: 'local' }, dest: 'data', manifestDigest: ref.manifestDigest }),
+        (err: unknown) => err instanceof ApplicationFailure && err.type === 'UnsafePath' && err.nonRetryable === true && err.message.includes(hostile),
+      );
+    }
+    const response = await fetch(`${stack.agent.url}/v1/land`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${stack.agentToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ dir: 'sessions/traversal/data', files: [{ path: '../x', size: 1, mode: 420, sha256: sha256('x'), url: 'http://127.0.0.1:1/x' }] }),
+    });
+    assert.equal(response.status, 400);
+    assert.equal(((await response.json()) as { error: { type: string } }).error.type, 'UnsafePath');
+    await assert.rejects(stat(path.join(stack.agentRoot, 'sessions', 'traversal')), { code: 'ENOENT' });
+    await assert.rejects(stat(path.join(stack.agentRoot, 'x')), { code: 'ENOENT' });
+  });
+
+  it('the agent answers 401 without the token', async () => {
+    assert.equal((await fetch(`${stack.agent.url}/v1/health`)).status, 401);
+    assert.equal((await fetch(`${stack.agent.url}/v1/health`, { headers: { authorization: 'Bearer wrong' } })).status, 401);
+    assert.equal((await fetch(`${stack.agent.url}/v1/health`, { headers: { authorization: `Bearer ${stack.agentToken}` } })).status, 200);
+  });
+
+  it('fails non-retryably with a clear type on bad input and on a symlink leaving the source', async () => {
+    const bad = await sync({ sessionId: '../evil', source: { path: '' } } as SyncInput);
+    await assert.rejects(bad.result, (err: unknown) => err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure && err.cause.type === 'InvalidInput');
+
+    const source = path.join(work, 'escape');
+    await writeTree(source, { 'ok.txt': 'ok' });
+    await symlink('/etc/hostname', path.join(source, 'link'));
+    const env = new MockActivityEnvironment();
+    const { snapshotSource } = createLocalSourceActivities({ blobs: stack.blobs });
+    await assert.rejects(
+      env.run(snapshotSource, { path: source }),
+      (err: unknown) => err instanceof ApplicationFailure && err.type === 'SymlinkOutsideRoot' && err.nonRetryable && /"link"/.test(err.message),
+    );
+  });
+});
+
+/** A test double of the runtime agent protocol that claims every landing succeeded and stores nothing. */
+async function startLyingAgent(bootId: string): Promise<{ server: Server; url: string; landRequests: number }> {
+  const state = { landRequests: 0 };
+  const server = createServer((request, response) => {
+    let body = '';
+    request.on('data', (chunk) => (body += chunk));
+    request.on('end', () => {
+      if (request.url === '/v1/health') {
+        response.setHeader('content-type', 'application/json');
+        response.end(JSON.stringify({ ok: true, bootId, startedAt: new Date().toISOString(), apiVersion: 1, root: '/nowhere' }));
+        return;
+      }
+      response.setHeader('content-type', 'application/x-ndjson');
+      if (request.url === '/v1/land') {
+        state.landRequests++;
+        const { files } = JSON.parse(body) as { files: { size: number }[] };
+        const bytes = files.reduce((sum, f) => sum + f.size, 0);
+        response.end(`${JSON.stringify({ type: 'result', bootId, filesLanded: files.length, bytesLanded: bytes, filesAlreadyPresent: 0, bytesAlreadyPresent: 0 })}\n`);
+        return;
+      }
+      response.end(`${JSON.stringify({ type: 'result', bootId, filesListed: 0, bytesListed: 0 })}\n`);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    server,
+    url: `http://127.0.0.1:${port}`,
+    get landRequests() {
+      return state.landRequests;
+    },
+  };
+}

@@ -1,0 +1,123 @@
+/**
+ * The real servers integration tests run against: a Temporal dev server and
+ * an S3 server on free loopback ports, a runtime agent, and an in-process
+ * worker. Everything lives in one temp folder and is stopped by `stop()`.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import type { AgentEndpoint } from '../../activities/agentClient';
+import type { S3BlobStore } from '../../activities/s3BlobStore';
+import { resolveConfig, type FerryConfig, type StackSettings } from '../../core/config';
+import { startAgent, type RunningAgent } from '../../runtime/agent';
+import { freePort, repoRoot, resolveTool, startS3Server, startTemporalDevServer } from '../../client/services';
+import { SEARCH_ATTRIBUTES } from '../../workflows/definitions';
+import { activityDepsFromConfig, createFerryWorker } from '../../worker/worker';
+
+export interface TestStack {
+  dir: string;
+  config: FerryConfig;
+  /** The FERRY_* settings, for child processes such as the CLI. */
+  settings: StackSettings;
+  client: Client;
+  blobs: S3BlobStore;
+  agent: RunningAgent;
+  agentRoot: string;
+  agentToken: string;
+  /** Starts another worker on its own task queue (e.g. with a test-double agent); stopped with the stack. */
+  startWorker(options: { taskQueue: string; localAgent?: AgentEndpoint }): Promise<Worker>;
+  stop(): Promise<void>;
+}
+
+let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+
+/** Workflow code bundled once per process: bundling takes seconds. */
+export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
+  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows'), logger: Runtime.instance().logger });
+  return bundle;
+}
+
+export async function startTestStack(): Promise<TestStack> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-test-'));
+  const cleanups: (() => Promise<unknown>)[] = [];
+  const stop = async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const root = repoRoot();
+    const host = '127.0.0.1';
+    const [temporalPort, s3Port] = [await freePort(), await freePort()];
+    const s3Secret = randomBytes(16).toString('hex');
+    const [temporal, s3] = await Promise.all([
+      startTemporalDevServer({
+        binary: resolveTool('temporal', root),
+        dbFile: path.join(dir, 'temporal.db'),
+        host,
+        port: temporalPort,
+        namespace: 'default',
+        searchAttributes: SEARCH_ATTRIBUTES,
+        logFile: path.join(dir, 'logs', 'temporal.log'),
+      }),
+      startS3Server({
+        binary: resolveTool('weed', root),
+        dataDir: path.join(dir, 's3'),
+        host,
+        port: s3Port,
+        accessKeyId: 'ferrytest',
+        secretAccessKey: s3Secret,
+        bucket: 'ferry',
+        logFile: path.join(dir, 'logs', 's3.log'),
+      }),
+    ]);
+    cleanups.push(() => temporal.stop(), () => s3.stop());
+
+    const agentRoot = path.join(dir, 'target');
+    const agentToken = randomBytes(24).toString('hex');
+    const agent = await startAgent({ root: agentRoot, token: agentToken, host, port: 0, allowedUrlPrefixes: [`http://${host}:${s3Port}/ferry/`] });
+    cleanups.push(() => agent.close());
+
+    const settings: StackSettings = {
+      FERRY_TEMPORAL_ADDRESS: `${host}:${temporalPort}`,
+      FERRY_TASK_QUEUE: 'ferry-test',
+      FERRY_S3_ENDPOINT: `http://${host}:${s3Port}`,
+      FERRY_S3_BUCKET: 'ferry',
+      FERRY_S3_ACCESS_KEY_ID: 'ferrytest',
+      FERRY_S3_SECRET_ACCESS_KEY: s3Secret,
+      FERRY_LOCAL_AGENT_URL: agent.url,
+      FERRY_LOCAL_AGENT_TOKEN: agentToken,
+    };
+    const config = resolveConfig({}, settings);
+    const deps = activityDepsFromConfig(config);
+
+    const connection = await Connection.connect({ address: config.temporal.address });
+    cleanups.push(() => connection.close());
+    const client = new Client({ connection, namespace: config.temporal.namespace });
+    const nativeConnection = await NativeConnection.connect({ address: config.temporal.address });
+    cleanups.push(() => nativeConnection.close());
+
+    const startWorker = async (options: { taskQueue: string; localAgent?: AgentEndpoint }): Promise<Worker> => {
+      const worker = await createFerryWorker({
+        config: { ...config, temporal: { ...config.temporal, taskQueue: options.taskQueue } },
+        connection: nativeConnection,
+        activityDeps: { ...deps, localAgent: options.localAgent ?? deps.localAgent },
+        workerOptions: { workflowBundle: await workflowBundle() },
+      });
+      const running = worker.run();
+      cleanups.push(async () => {
+        if (worker.getState() === 'RUNNING') worker.shutdown();
+        await running;
+      });
+      return worker;
+    };
+    await startWorker({ taskQueue: config.temporal.taskQueue });
+
+    return { dir, config, settings, client, blobs: deps.blobs, agent, agentRoot, agentToken, startWorker, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
