@@ -1,0 +1,72 @@
+/**
+ * Hashing a file that already sits on the target, for the "already present"
+ * check of land and for the listing that verification trusts. Always read
+ * now, never cached: the point is to see what the disk holds.
+ */
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { errorCode } from './failure';
+
+export interface HashedFile {
+  size: number;
+  /** Permission bits, as in a manifest entry. */
+  mode: number;
+  sha256: string;
+}
+
+const READ_CHUNK_BYTES = 256 * 1024;
+// O_NOFOLLOW: a symlink at the last component is refused instead of followed.
+// O_NONBLOCK: a fifo planted where a file was expected cannot block the open.
+const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+const NOT_A_FILE_CODES = new Set(['ENOENT', 'ENOTDIR', 'ELOOP']);
+
+export const EMPTY_SHA256 = createHash('sha256').digest('hex');
+
+/**
+ * Opens the regular file at `absolute` for reading, or returns undefined when
+ * there is none there (missing, a symlink, a directory or anything else).
+ */
+export async function openRegularFile(absolute: string): Promise<FileHandle | undefined> {
+  let handle: FileHandle;
+  try {
+    handle = await open(absolute, OPEN_FLAGS);
+  } catch (err) {
+    if (NOT_A_FILE_CODES.has(errorCode(err) ?? '')) return undefined;
+    throw err;
+  }
+  let isFile = false;
+  try {
+    isFile = (await handle.stat()).isFile();
+  } finally {
+    if (!isFile) await handle.close();
+  }
+  return isFile ? handle : undefined;
+}
+
+export async function hashOpenFile(handle: FileHandle, signal?: AbortSignal): Promise<HashedFile> {
+  const stats = await handle.stat();
+  const hash = createHash('sha256');
+  const buffer = Buffer.allocUnsafe(READ_CHUNK_BYTES);
+  let size = 0;
+  for (;;) {
+    signal?.throwIfAborted();
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, size);
+    if (bytesRead === 0) break;
+    hash.update(buffer.subarray(0, bytesRead));
+    size += bytesRead;
+  }
+  // Size is what was hashed, not what stat said, so the two always describe the same bytes.
+  return { size, mode: stats.mode & 0o7777, sha256: hash.digest('hex') };
+}
+
+/** Size, mode and sha256 of the regular file at `absolute`, or undefined when there is none. */
+export async function hashRegularFile(absolute: string, signal?: AbortSignal): Promise<HashedFile | undefined> {
+  const handle = await openRegularFile(absolute);
+  if (!handle) return undefined;
+  try {
+    return await hashOpenFile(handle, signal);
+  } finally {
+    await handle.close();
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * `POST /v1/files`: what `<root>/<dir>` holds right now, hashed on the
+ * target. Verification trusts this listing, so every file is read and
+ * hashed at request time, and symlinks are skipped rather than followed.
+ */
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ListedFileEvent, ListFilesProgressEvent, ListFilesRequest, ListFilesResult } from '../core/agentProtocol';
+import { FailureType } from '../core/errors';
+import { joinRelative, unsafePathReason } from '../core/paths';
+import { ConfinedDirectories, parentOf, requestDirProblem } from './confine';
+import { AgentFailure, errorCode, toAgentFailure } from './failure';
+import { hashRegularFile, type HashedFile } from './fileHash';
+import { NdjsonStream, ProgressTicker } from './http';
+import { isLandTempName } from './land';
+import type { AgentLogger } from './log';
+
+const HASH_CONCURRENCY = 8;
+
+export function validateListFilesRequest(body: unknown): ListFilesRequest {
+  if (typeof body !== 'object' || body === null) throw new AgentFailure(FailureType.InvalidInput, 'files request is not an object');
+  const { dir, paths } = body as Partial<ListFilesRequest>;
+  const dirProblem = requestDirProblem(dir);
+  if (dirProblem !== undefined) throw new AgentFailure(FailureType.UnsafePath, `dir ${JSON.stringify(dir)}: ${dirProblem}`, { path: String(dir) });
+  if (paths === undefined) return { dir: dir as string };
+  if (!Array.isArray(paths)) throw new AgentFailure(FailureType.InvalidInput, 'files request paths is not an array');
+  for (const path of paths) {
+    const reason = unsafePathReason(path);
+    if (reason !== undefined) throw new AgentFailure(FailureType.UnsafePath, `path ${JSON.stringify(path)}: ${reason}`, { path: String(path) });
+  }
+  return { dir: dir as string, paths: paths as string[] };
+}
+
+export interface ListFilesContext {
+  bootId: string;
+  directories: ConfinedDirectories;
+  log: AgentLogger;
+}
+
+/** The relative paths (under `dir`) to hash, sorted like a manifest. */
+async function selectFilesToList(request: ListFilesRequest, directories: ConfinedDirectories, signal: AbortSignal): Promise<string[]> {
+  if ((await directories.inspect(request.dir)) === 'missing') return [];
+  if (request.paths === undefined) {
+    const all: string[] = [];
+    await collectRegularFiles(directories.absolute(request.dir), '', all, signal);
+    return all.sort();
+  }
+  const selected: string[] = [];
+  for (const path of new Set(request.paths)) {
+    if (await parentIsPlainDirectory(directories, parentOf(joinRelative(request.dir, path)))) selected.push(path);
+  }
+  return selected.sort();
+}
+
+/** A requested path behind a symlink or a file is simply not there, like a missing one. */
+async function parentIsPlainDirectory(directories: ConfinedDirectories, parent: string): Promise<boolean> {
+  try {
+    return (await directories.inspect(parent)) === 'directory';
+  } catch (err) {
+    if (err instanceof AgentFailure && err.type === FailureType.UnsafePath) return false;
+    throw err;
+  }
+}
+
+async function collectRegularFiles(absoluteDir: string, relativeDir: string, files: string[], signal: AbortSignal): Promise<void> {
+  signal.throwIfAborted();
+  let entries;
+  try {
+    entries = await readdir(absoluteDir, { withFileTypes: true });
+  } catch (err) {
+    // Removed (or replaced by a file) while walking: nothing to list there.
+    if (errorCode(err) === 'ENOENT' || errorCode(err) === 'ENOTDIR') return;
+    throw err;
+  }
+  for (const entry of entries) {
+    const relative = joinRelative(relativeDir, entry.name);
+    // Dirent types come from lstat semantics: a symlink is neither a file nor a directory here.
+    // Temp files are landings in progress, not files yet.
+    if (entry.isDirectory()) await collectRegularFiles(join(absoluteDir, entry.name), relative, files, signal);
+    else if (entry.isFile() && !isLandTempName(entry.name)) files.push(relative);
+  }
+}
+
+/**
+ * Writes a `file` line for each regular file selected by the request, in
+ * path order, then exactly one `result` or `error` line. Never throws. The
+ * caller inspects `dir` first, so a `dir` that is a symlink is a 400 rather
+ * than an error line; walking a big tree happens with the stream (and its
+ * keepalive progress lines) already running.
+ */
+export async function listFiles(request: ListFilesRequest, context: ListFilesContext, stream: NdjsonStream, signal: AbortSignal): Promise<void> {
+  const progress = { filesDone: 0, bytesDone: 0 };
+  const ticker = new ProgressTicker(stream, (): ListFilesProgressEvent => ({ type: 'progress', ...progress }));
+  const started = Date.now();
+  try {
+    const paths = await selectFilesToList(request, context.directories, signal);
+    await forEachInOrder(
+      paths,
+      (path) => hashRegularFile(context.directories.absolute(joinRelative(request.dir, path)), signal),
+      async (hashed, path) => {
+        if (!hashed) return;
+        progress.filesDone++;
+        progress.bytesDone += hashed.size;
+        const event: ListedFileEvent = { type: 'file', path, size: hashed.size, mode: hashed.mode, sha256: hashed.sha256 };
+        await stream.send(event);
+      },
+    );
+    ticker.finish();
+    const result: ListFilesResult = { type: 'result', bootId: context.bootId, filesListed: progress.filesDone, bytesListed: progress.bytesDone };
+    context.log.log('info', 'files listed', { dir: request.dir, filesListed: result.filesListed, bytesListed: result.bytesListed, ms: Date.now() - started });
+    await stream.send(result);
+  } catch (err) {
+    ticker.stop();
+    const failure = toAgentFailure(err);
+    context.log.log('warn', 'files listing failed', { dir: request.dir, errorType: failure.type, error: failure.message });
+    await stream.send(failure.toBody());
+  }
+}
+
+/** Runs `work` on up to HASH_CONCURRENCY items at once but hands results to `consume` in input order. */
+async function forEachInOrder(
+  items: string[],
+  work: (item: string) => Promise<HashedFile | undefined>,
+  consume: (result: HashedFile | undefined, item: string) => Promise<void>,
+): Promise<void> {
+  const running: Promise<HashedFile | undefined>[] = [];
+  let next = 0;
+  const startNext = () => {
+    const promise = work(items[next++]);
+    // Rejections are seen when this promise's turn comes; this only stops one that never gets a turn from crashing the process.
+    promise.catch(() => undefined);
+    running.push(promise);
+  };
+  while (next < items.length && running.length < HASH_CONCURRENCY) startNext();
+  for (const item of items) {
+    const result = await (running.shift() as Promise<HashedFile | undefined>);
+    if (next < items.length) startNext();
+    await consume(result, item);
+  }
+}
