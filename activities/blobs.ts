@@ -12,7 +12,7 @@ import { FailureType } from '../core/errors';
 import type { ManifestEntry } from '../core/manifest';
 import type { TransferProgress } from '../core/sync';
 import { nonRetryable } from './failures';
-import { BodyDigestRejectedError, ManifestMissingError, StoredChecksumMismatchError, type MultipartState, type S3BlobStore } from './s3BlobStore';
+import { BodyDigestRejectedError, MalformedManifestError, ManifestMissingError, StoredChecksumMismatchError, type MultipartState, type S3BlobStore } from './s3BlobStore';
 
 export interface UploadBlobsInput {
   manifestDigest: string;
@@ -58,6 +58,10 @@ export const DEFAULT_UPLOAD_TUNING: UploadTuning = {
 /** Maps blob-store errors to typed, correctly retryable failures. */
 export function blobStoreFailure(err: unknown): unknown {
   if (err instanceof ManifestMissingError) return nonRetryable(FailureType.ManifestNotFound, err.message, { manifestDigest: err.digest });
+  if (err instanceof MalformedManifestError) {
+    const unsafe = err.problems.some((problem) => /\.path /.test(problem));
+    return nonRetryable(unsafe ? FailureType.UnsafePath : FailureType.InvalidInput, err.message, { manifestDigest: err.digest, problems: err.problems });
+  }
   if (err instanceof StoredChecksumMismatchError)
     return nonRetryable(FailureType.ChecksumMismatch, err.message, { key: err.key, expected: err.expectedSha256, actual: err.actualSha256 });
   return err;

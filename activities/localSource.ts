@@ -4,7 +4,7 @@
  * the resulting manifest in the blob store.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, type Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { lstat, open, readFile, readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Context } from '@temporalio/activity';
@@ -165,7 +165,7 @@ async function hashStableFile(file: ListedFile, onBytes: (n: number) => void): P
     const before = await handle.stat();
     const hash = createHash('sha256');
     let bytes = 0;
-    for await (const chunk of createReadStream('', { fd: handle.fd, autoClose: false, highWaterMark: 1 << 20, start: 0 })) {
+    for await (const chunk of handle.createReadStream({ autoClose: false, highWaterMark: 1 << 20, start: 0 })) {
       hash.update(chunk as Buffer);
       bytes += (chunk as Buffer).length;
       onBytes((chunk as Buffer).length);

@@ -58,6 +58,17 @@ export class ManifestMissingError extends Error {
   }
 }
 
+/** Thrown when a manifest read back is not a valid manifest (bad shape or unsafe paths). */
+export class MalformedManifestError extends Error {
+  constructor(
+    readonly digest: string,
+    readonly problems: string[],
+  ) {
+    super(`manifest ${digest} is refused: ${problems.join('; ')}`);
+    this.name = 'MalformedManifestError';
+  }
+}
+
 /** Thrown when S3 rejects a body because it does not match the sha256 we sent. */
 export class BodyDigestRejectedError extends Error {
   constructor(
@@ -122,7 +133,7 @@ export class S3BlobStore {
     return { manifestDigest: digest, manifestKey: key, ...manifestTotals(manifest) };
   }
 
-  /** Reads a manifest and checks that it hashes to its digest and is well-formed. */
+  /** Reads a manifest and checks that it hashes to its digest and is well-formed with safe paths. */
   async getManifest(digest: string): Promise<Manifest> {
     const key = manifestKey(this.options.prefix, digest);
     let body: Uint8Array;
@@ -137,7 +148,7 @@ export class S3BlobStore {
     if (actual !== digest) throw new StoredChecksumMismatchError(key, digest, actual);
     const manifest = JSON.parse(Buffer.from(body).toString('utf8')) as unknown;
     const problems = manifestProblems(manifest);
-    if (problems.length) throw new Error(`manifest ${digest} is malformed: ${problems.join('; ')}`);
+    if (problems.length) throw new MalformedManifestError(digest, problems);
     return manifest as Manifest;
   }
 

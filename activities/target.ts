@@ -6,7 +6,7 @@
  */
 import { Context } from '@temporalio/activity';
 import { FailureType, knownFailureType, type FailureTypeName } from '../core/errors';
-import { entriesProblems, fileDirectoryConflicts, type ManifestEntry } from '../core/manifest';
+import { fileDirectoryConflicts, type ManifestEntry } from '../core/manifest';
 import { joinRelative } from '../core/paths';
 import { sessionRoot, type TargetRef, type TransferProgress } from '../core/sync';
 import { compareLanding, describeLandingProblems, landingIsComplete, type TargetFile } from '../core/verify';
@@ -76,13 +76,11 @@ export function createTargetActivities(deps: TargetDeps) {
     });
   };
 
+  /** The manifest's entries; unsafe paths are refused on reading, before any target sees them. */
   const loadEntries = async (manifestDigest: string): Promise<ManifestEntry[]> => {
     const manifest = await deps.blobs.getManifest(manifestDigest).catch((err) => {
       throw blobStoreFailure(err);
     });
-    // Checked here as well as on the agent, so an unsafe manifest is refused before any target sees it.
-    const problems = entriesProblems(manifest.files);
-    if (problems.length) throw nonRetryable(FailureType.UnsafePath, `manifest ${manifestDigest} is unsafe: ${problems.join('; ')}`, { problems });
     const conflicts = fileDirectoryConflicts(manifest.files);
     if (conflicts.length) {
       throw nonRetryable(FailureType.InvalidInput, `manifest ${manifestDigest} has paths that are both file and folder: ${conflicts.slice(0, 5).join(', ')}`, {

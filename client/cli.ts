@@ -10,6 +10,7 @@ import { unsafePathReason } from '../core/paths';
 import { sessionIdProblem } from '../core/sync';
 import { CommandError, formatFiles, formatSyncSummary, formatTimeline, listTargetFiles, loadTimeline, runSync } from './commands';
 import { loadConfig } from './config';
+import { runDemo } from './demo';
 import { DEFAULT_PORTS, startStack, stopStack } from './stack';
 import { connectClient } from './temporal';
 
@@ -73,6 +74,13 @@ export function buildProgram(): Command {
         taskQueue: options.taskQueue,
         report: (line) => process.stderr.write(`${line}\n`),
       });
+    });
+
+  program
+    .command('demo')
+    .description('start the embedded stack if needed, sync a sample folder into session "demo", and show the summary and timeline')
+    .action(async () => {
+      await runDemo(print, (line) => process.stderr.write(`${line}\n`));
     });
 
   program

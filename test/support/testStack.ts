@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { AgentEndpoint } from '../../activities/agentClient';
 import type { S3BlobStore } from '../../activities/s3BlobStore';
 import { resolveConfig, type FerryConfig, type StackSettings } from '../../core/config';
@@ -33,14 +33,24 @@ export interface TestStack {
 }
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+let runtimeInstalled = false;
+
+/** Worker logs at WARN keep test output readable; FERRY_TEST_LOG=INFO shows every activity log. */
+function installQuietRuntime(): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  const level = process.env.FERRY_TEST_LOG === 'INFO' ? 'INFO' : 'WARN';
+  Runtime.install({ logger: new DefaultLogger(level) });
+}
 
 /** Workflow code bundled once per process: bundling takes seconds. */
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows'), logger: Runtime.instance().logger });
+  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows'), logger: new DefaultLogger('WARN') });
   return bundle;
 }
 
 export async function startTestStack(): Promise<TestStack> {
+  installQuietRuntime();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-test-'));
   const cleanups: (() => Promise<unknown>)[] = [];
   const stop = async () => {
