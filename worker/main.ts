@@ -7,6 +7,9 @@ import { NativeConnection } from '@temporalio/worker';
 import { resolveConfig } from '../core/config';
 import { createFerryWorker } from './worker';
 
+// ferry pins AWS SDK releases that support Node 20; the SDK's notice about future releases is noise here.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 async function main(): Promise<void> {
   const config = resolveConfig(process.env);
   const connection = await NativeConnection.connect({ address: config.temporal.address });

@@ -1,0 +1,149 @@
+/**
+ * The `ferry` CLI as a user runs it: `ferry up --detach` starts the embedded
+ * stack as separate processes (on free ports, in a temp FERRY_HOME), then
+ * sync, files, timeline and down, checking output and exit codes.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { readStackState } from '../../client/config';
+import { freePort, isPidAlive, repoRoot } from '../../client/services';
+import { treeHashes, writeSampleProject } from '../support/fixtures';
+
+const run = promisify(execFile);
+const ferryBin = path.join(repoRoot(), 'bin', 'ferry.js');
+
+let home: string;
+let work: string;
+let ports: { temporal: number; ui: number; s3: number; agent: number };
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function ferry(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [ferryBin, ...args], {
+      cwd: work,
+      env: { ...process.env, FERRY_HOME: home, ...env },
+      timeout: 180_000,
+      maxBuffer: 16 << 20,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const failed = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof failed.code === 'number' ? failed.code : -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+  }
+}
+
+const portArgs = () => ['--temporal-port', String(ports.temporal), '--ui-port', String(ports.ui), '--s3-port', String(ports.s3), '--agent-port', String(ports.agent)];
+
+before(async () => {
+  home = await mkdtemp(path.join(os.tmpdir(), 'ferry-cli-home-'));
+  work = await mkdtemp(path.join(os.tmpdir(), 'ferry-cli-work-'));
+  ports = { temporal: await freePort(), ui: await freePort(), s3: await freePort(), agent: await freePort() };
+});
+
+after(async () => {
+  await ferry(['down']);
+  await rm(home, { recursive: true, force: true });
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('ferry CLI on the embedded stack', () => {
+  it('up --detach starts every service and records it', async () => {
+    const up = await ferry(['up', '--detach', ...portArgs()]);
+    assert.equal(up.code, 0, up.stderr);
+    assert.match(up.stderr, /ferry stack is up/);
+    assert.match(up.stderr, new RegExp(`web ui\\s+http://127.0.0.1:${ports.ui}`));
+    const state = readStackState(home);
+    assert.deepEqual(state?.services.map((s) => s.name).sort(), ['agent', 'temporal', 'weed', 'worker'].sort());
+    for (const service of state!.services) assert.ok(isPidAlive(service.pid), `${service.name} is running`);
+  });
+
+  it('a second up reports the running stack instead of starting another', async () => {
+    const again = await ferry(['up', '--detach', ...portArgs()]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already running/);
+  });
+
+  it('sync --json prints one object; timeline --json lists the four steps; files shows target hashes', async () => {
+    const source = path.join(work, 'project');
+    const { synced } = await writeSampleProject(source);
+    const sync = await ferry(['sync', source, '--session', 'cli', '--json']);
+    assert.equal(sync.code, 0, sync.stderr);
+    const summary = JSON.parse(sync.stdout) as Record<string, unknown>;
+    for (const key of ['workflowId', 'manifestDigest', 'filesTotal', 'bytesUploaded', 'bytesSkipped', 'bytesLanded', 'verified']) assert.ok(key in summary, key);
+    assert.equal(summary.verified, true);
+    assert.equal(summary.filesTotal, synced.length);
+
+    const timeline = await ferry(['timeline', String(summary.workflowId), '--json']);
+    assert.equal(timeline.code, 0, timeline.stderr);
+    const steps = (JSON.parse(timeline.stdout) as { steps: { name: string; attempts: number }[] }).steps;
+    assert.deepEqual(steps.map((s) => s.name), ['snapshotSource', 'uploadBlobs', 'landManifest', 'verifyLanding']);
+
+    const human = await ferry(['timeline', String(summary.workflowId), '--gap', '1ms']);
+    assert.match(human.stdout, /STEP\s+ATTEMPTS\s+SCHEDULED/);
+    assert.match(human.stdout, new RegExp(`web ui: http://127.0.0.1:${ports.ui}/namespaces/default/workflows/`));
+
+    const files = await ferry(['files', 'cli', '--json']);
+    assert.equal(files.code, 0, files.stderr);
+    const listing = JSON.parse(files.stdout) as { files: { path: string; sha256: string }[] };
+    const expected = await treeHashes(source);
+    assert.deepEqual(listing.files.map((f) => f.path), synced);
+    for (const file of listing.files) assert.equal(file.sha256, expected[file.path]);
+
+    const resync = JSON.parse((await ferry(['sync', source, '--session', 'cli', '--json'])).stdout) as Record<string, number>;
+    assert.equal(resync.bytesUploaded, 0);
+  });
+
+  it('failures exit non-zero with a one-line cause naming the type', async () => {
+    const missing = await ferry(['sync', path.join(work, 'does-not-exist'), '--session', 'cli']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /^ferry: sync \S+ failed \(SourceNotFound\): snapshotSource failed: source folder .*does-not-exist/);
+
+    const badSession = await ferry(['sync', work, '--session', '../x']);
+    assert.notEqual(badSession.code, 0);
+    assert.match(badSession.stderr, /sessionId "\.\.\/x" must be/);
+
+    const unknown = await ferry(['timeline', 'no-such-workflow']);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /^ferry: .*not found/i);
+
+    const help = await ferry(['sync', '--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /--session <id>/);
+  });
+
+  it('down stops every service', async () => {
+    const state = readStackState(home)!;
+    const down = await ferry(['down']);
+    assert.equal(down.code, 0, down.stderr);
+    for (const service of state.services) assert.equal(isPidAlive(service.pid), false, `${service.name} stopped`);
+    assert.equal(readStackState(home), undefined);
+  });
+
+  it('says what to do when Temporal is not reachable, and when a port is taken', async () => {
+    const closedPort = await freePort();
+    const unreachable = await ferry(['timeline', 'x'], { FERRY_TEMPORAL_ADDRESS: `127.0.0.1:${closedPort}` });
+    assert.equal(unreachable.code, 1);
+    assert.match(unreachable.stderr, /cannot reach Temporal at 127\.0\.0\.1:\d+.*ferry up --detach/);
+
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(ports.s3, '127.0.0.1', resolve));
+    try {
+      const up = await ferry(['up', '--detach', ...portArgs()]);
+      assert.equal(up.code, 1);
+      assert.match(up.stderr, new RegExp(`port ${ports.s3} \\(s3\\) is already in use`));
+    } finally {
+      blocker.close();
+    }
+  });
+});
