@@ -10,7 +10,7 @@ import type { CompletedPart } from '@aws-sdk/client-s3';
 import pLimit from 'p-limit';
 import { FailureType } from '../core/errors';
 import type { ManifestEntry } from '../core/manifest';
-import type { TransferProgress } from '../core/sync';
+import { startProgress, type TransferProgress } from '../core/sync';
 import { nonRetryable } from './failures';
 import { BodyDigestRejectedError, MalformedManifestError, ManifestMissingError, StoredChecksumMismatchError, type MultipartState, type S3BlobStore } from './s3BlobStore';
 
@@ -198,14 +198,7 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
       );
       missing.sort((a, b) => b.size - a.size);
 
-      const heartbeat: UploadHeartbeat = {
-        step: 'uploadBlobs',
-        filesDone: 0,
-        filesTotal: missing.length,
-        bytesDone: 0,
-        bytesTotal: missing.reduce((sum, f) => sum + f.size, 0),
-        multipart: [],
-      };
+      const heartbeat: UploadHeartbeat = { ...startProgress('uploadBlobs', missing), multipart: [] };
       context.heartbeat(heartbeat);
       let uploadsResumed = 0;
       const limit = pLimit(tuning.blobConcurrency);

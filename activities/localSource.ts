@@ -13,7 +13,7 @@ import pLimit from 'p-limit';
 import { FailureType } from '../core/errors';
 import { createManifest, type ManifestEntry, type ManifestRef } from '../core/manifest';
 import { unsafePathReason } from '../core/paths';
-import type { SkippedSource, TransferProgress } from '../core/sync';
+import { startProgress, type SkippedSource } from '../core/sync';
 import { nonRetryable, retryable } from './failures';
 import type { S3BlobStore } from './s3BlobStore';
 
@@ -192,13 +192,7 @@ export function createLocalSourceActivities(deps: { blobs: S3BlobStore }) {
       }
       const skipped: SkippedSource[] = [];
       const listed = await listSourceFiles(sourcePath, skipped);
-      const progress: TransferProgress = {
-        step: 'snapshotSource',
-        filesDone: 0,
-        filesTotal: listed.length,
-        bytesDone: 0,
-        bytesTotal: listed.reduce((sum, f) => sum + f.size, 0),
-      };
+      const progress = startProgress('snapshotSource', listed);
       context.heartbeat(progress);
 
       const limit = pLimit(HASH_CONCURRENCY);
@@ -212,6 +206,7 @@ export function createLocalSourceActivities(deps: { blobs: S3BlobStore }) {
                 const hashed = await hashStableFile(file, (n) => {
                   counted += n;
                   progress.bytesDone += n;
+                  context.heartbeat(progress);
                 });
                 entries.push({ path: file.relativePath, ...hashed });
                 progress.bytesDone += hashed.size - counted;

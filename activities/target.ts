@@ -8,7 +8,7 @@ import { Context } from '@temporalio/activity';
 import { FailureType, knownFailureType, type FailureTypeName } from '../core/errors';
 import { fileDirectoryConflicts, type ManifestEntry } from '../core/manifest';
 import { joinRelative } from '../core/paths';
-import { sessionRoot, type TargetRef, type TransferProgress } from '../core/sync';
+import { sessionRoot, startProgress, type TargetRef } from '../core/sync';
 import { compareLanding, describeLandingProblems, landingIsComplete, type TargetFile } from '../core/verify';
 import { AgentClient, AgentRequestError, type AgentEndpoint } from './agentClient';
 import { blobStoreFailure } from './blobs';
@@ -99,13 +99,7 @@ export function createTargetActivities(deps: TargetDeps) {
       const dir = joinRelative(sessionRoot(input.sessionId), input.dest);
       try {
         const { bootId } = await agent.health();
-        const progress: TransferProgress = {
-          step: 'landManifest',
-          filesDone: 0,
-          filesTotal: files.length,
-          bytesDone: 0,
-          bytesTotal: files.reduce((sum, f) => sum + f.size, 0),
-        };
+        const progress = startProgress('landManifest', files);
         context.heartbeat(progress);
         const totals = { filesLanded: 0, bytesLanded: 0, filesAlreadyPresent: 0, bytesAlreadyPresent: 0 };
         for (let start = 0; start < files.length; start += LAND_BATCH_FILES) {
@@ -142,13 +136,7 @@ export function createTargetActivities(deps: TargetDeps) {
       const files = await loadEntries(input.manifestDigest);
       const agent = agentFor(input.target);
       const dir = joinRelative(sessionRoot(input.sessionId), input.dest);
-      const progress: TransferProgress = {
-        step: 'verifyLanding',
-        filesDone: 0,
-        filesTotal: files.length,
-        bytesDone: 0,
-        bytesTotal: files.reduce((sum, f) => sum + f.size, 0),
-      };
+      const progress = startProgress('verifyLanding', files);
       context.heartbeat(progress);
       const listed: TargetFile[] = [];
       let bootId: string;

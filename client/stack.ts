@@ -54,9 +54,13 @@ async function waitFor(what: string, service: ManagedProcess, timeoutMs: number,
   throw new ServiceStartError(service.name, `${service.name} did not ${what} within ${timeoutMs / 1000}s`, service.logFile, logTail(service.logFile));
 }
 
-/** Stops every service of a running or half-started stack, newest first. */
+/** Services that use the others; stopped first so they never see a server vanish mid-request. */
+const CLIENT_SERVICES = new Set(['worker', 'agent']);
+
+/** Stops every service of a running or half-started stack: worker and agent first, then the servers, each group in parallel. */
 async function stopServices(services: { name: string; pid: number }[]): Promise<void> {
-  for (const service of [...services].reverse()) await stopPid(service.pid);
+  await Promise.all(services.filter((s) => CLIENT_SERVICES.has(s.name)).map((s) => stopPid(s.pid)));
+  await Promise.all(services.filter((s) => !CLIENT_SERVICES.has(s.name)).map((s) => stopPid(s.pid)));
 }
 
 export async function startStack(options: StartStackOptions): Promise<void> {

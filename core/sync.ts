@@ -100,3 +100,8 @@ export function syncWorkflowId(sessionId: string, startedAtMs: number): string {
 export function sessionRoot(sessionId: string): string {
   return `sessions/${sessionId}`;
 }
+
+/** Progress at the start of a step over `files`. */
+export function startProgress(step: TransferProgress['step'], files: readonly { size: number }[]): TransferProgress {
+  return { step, filesDone: 0, filesTotal: files.length, bytesDone: 0, bytesTotal: files.reduce((sum, f) => sum + f.size, 0) };
+}

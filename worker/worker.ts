@@ -36,6 +36,9 @@ export function createFerryWorker(options: FerryWorkerOptions): Promise<Worker> 
     namespace: options.config.temporal.namespace,
     taskQueue: options.config.temporal.taskQueue,
     activities: createActivities(deps),
+    // The CLI's progress bar reads heartbeat details; the default throttle (80% of the
+    // heartbeat timeout) would refresh it every 24 s. One heartbeat RPC a second per activity is cheap.
+    maxHeartbeatThrottleInterval: '1s',
     ...code,
     ...options.workerOptions,
   });
