@@ -64,9 +64,11 @@ export interface TransferProgress {
 
 const SESSION_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
+const SESSION_ID_RULE = "1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit";
+
 export function sessionIdProblem(sessionId: unknown): string | undefined {
-  if (typeof sessionId !== 'string' || !SESSION_ID.test(sessionId))
-    return `sessionId ${JSON.stringify(sessionId)} must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit`;
+  if (sessionId === undefined) return `sessionId is required (${SESSION_ID_RULE})`;
+  if (typeof sessionId !== 'string' || !SESSION_ID.test(sessionId)) return `sessionId ${JSON.stringify(sessionId)} must be ${SESSION_ID_RULE}`;
   return undefined;
 }
 

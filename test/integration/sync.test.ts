@@ -10,6 +10,8 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -19,9 +21,11 @@ import { createManifest } from '../../core/manifest';
 import { sessionRoot, type SyncInput, type SyncResult } from '../../core/sync';
 import { buildTimeline } from '../../core/timeline';
 import { summarizeHistory } from '../../client/history';
+import { repoRoot, resolveTool } from '../../client/services';
 import { sha256, treeHashes, writeSampleProject, writeTree } from '../support/fixtures';
 import { startTestStack, type TestStack } from '../support/testStack';
 
+const run = promisify(execFile);
 let stack: TestStack;
 let work: string;
 
@@ -143,7 +147,7 @@ describe('syncWorkflow', () => {
     for (const hostile of ['../x', '/etc/x', 'a/../../x']) {
       const ref = await stack.blobs.putManifest(createManifest([{ path: hostile, size: 1, mode: 0o644, sha256: sha256('x') }]));
       await assert.rejects(
-        env.run(activities.landManifest, { sessionId, target: { kind: 'local' }, dest: 'data', manifestDigest: ref.manifestDigest }),
+        env.run(activities.landManifest, { sessionId, target: { kind: 'local' as const }, dest: 'data', manifestDigest: ref.manifestDigest }),
         (err: unknown) => err instanceof ApplicationFailure && err.type === 'UnsafePath' && err.nonRetryable === true && err.message.includes(hostile),
       );
     }
@@ -156,6 +160,36 @@ describe('syncWorkflow', () => {
     assert.equal(((await response.json()) as { error: { type: string } }).error.type, 'UnsafePath');
     await assert.rejects(stat(path.join(stack.agentRoot, 'sessions', 'traversal')), { code: 'ENOENT' });
     await assert.rejects(stat(path.join(stack.agentRoot, 'x')), { code: 'ENOENT' });
+  });
+
+  it('starts from the temporal CLI with plain JSON; a wrong shape fails with InvalidInput; runs are found by FerrySessionId', async () => {
+    const temporal = resolveTool('temporal', repoRoot());
+    const address = ['--address', stack.config.temporal.address];
+    const source = path.join(work, 'from-temporal-cli');
+    await writeTree(source, { 'in.csv': 'x,y\n1,2\n' });
+    const workflowId = `sync-temporal-cli-${randomUUID()}`;
+    const start = (id: string, input: unknown) =>
+      run(temporal, ['workflow', 'start', ...address, '--task-queue', stack.config.temporal.taskQueue, '--type', 'syncWorkflow', '--workflow-id', id, '--input', JSON.stringify(input)]);
+    await start(workflowId, { sessionId: 'temporal-cli', source: { path: source } });
+    const result = (await stack.client.workflow.getHandle(workflowId).result()) as SyncResult;
+    assert.equal(result.verified, true);
+    assert.equal(result.filesVerified, 1);
+
+    const badId = `sync-bad-${randomUUID()}`;
+    await start(badId, { session: 'x', source: 'nope' });
+    await assert.rejects(stack.client.workflow.getHandle(badId).result(), (err: unknown) => {
+      assert.ok(err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure);
+      assert.equal(err.cause.type, 'InvalidInput');
+      assert.match(err.cause.message, /sessionId is required .*; source\.path must be a non-empty string/);
+      return true;
+    });
+
+    let listed = '';
+    for (let tries = 0; tries < 50 && !listed.includes(workflowId); tries++) {
+      listed = (await run(temporal, ['workflow', 'list', ...address, '--query', 'FerrySessionId="temporal-cli"', '--output', 'json'])).stdout;
+      if (!listed.includes(workflowId)) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.ok(listed.includes(workflowId), 'the run is listed by its FerrySessionId search attribute');
   });
 
   it('the agent answers 401 without the token', async () => {
