@@ -77,6 +77,15 @@ class SourceChangedError extends Error {
   }
 }
 
+/**
+ * Whether a part an earlier attempt stored holds these bytes: by its sha256
+ * when the store reports one, else by its ETag (the MD5 of a plain part).
+ */
+function storedPartMatches(part: CompletedPart, body: Buffer): boolean {
+  if (part.ChecksumSHA256) return part.ChecksumSHA256 === createHash('sha256').update(body).digest('base64');
+  return part.ETag?.replace(/"/g, '') === createHash('md5').update(body).digest('hex');
+}
+
 async function readWholeFile(absolutePath: string, size: number): Promise<Buffer> {
   const handle = await open(absolutePath, 'r');
   try {
@@ -141,9 +150,8 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
         if (bytesRead !== length) throw new SourceChangedError(entry.path, entry.sha256, 'unknown (file shrank)');
         wholeFile.update(body);
         const already = stored.get(partNumber);
-        const partChecksum = createHash('sha256').update(body).digest('base64');
-        if (already && (!already.ChecksumSHA256 || already.ChecksumSHA256 === partChecksum)) {
-          parts.push(already);
+        if (already && storedPartMatches(already, body)) {
+          parts.push({ PartNumber: partNumber, ETag: already.ETag, ChecksumSHA256: createHash('sha256').update(body).digest('base64') });
           onBytes(length);
           continue;
         }

@@ -1,0 +1,131 @@
+/**
+ * snapshotSource and uploadBlobs at the activity level, against the real S3
+ * server: files changing under the snapshot, a source edited between
+ * snapshot and upload, and a multipart upload resumed from heartbeat details.
+ */
+import assert from 'node:assert/strict';
+import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { GetObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
+import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createBlobActivities, type UploadHeartbeat } from '../../activities/blobs';
+import { createLocalSourceActivities } from '../../activities/localSource';
+import { createS3Clients } from '../../activities/s3BlobStore';
+import { seededBytes, sha256, writeTree } from '../support/fixtures';
+import { startTestStack, type TestStack } from '../support/testStack';
+
+let stack: TestStack;
+let work: string;
+
+before(async () => {
+  stack = await startTestStack();
+  work = await mkdtemp(path.join(os.tmpdir(), 'ferry-source-test-'));
+});
+
+after(async () => {
+  await stack?.stop();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+const MiB = 1 << 20;
+
+/** Runs one activity function outside a worker, typed by the function. */
+function runActivity<A, R>(fn: (input: A) => Promise<R>, input: A, info: { heartbeatDetails?: unknown } = {}): Promise<R> {
+  return new MockActivityEnvironment(info).run(fn, input) as Promise<R>;
+}
+
+describe('snapshotSource', () => {
+  it('a file that keeps changing while it is hashed fails the attempt as retryable FileChangedDuringRead', async () => {
+    const source = path.join(work, 'changing');
+    await writeTree(source, { 'growing.log': seededBytes(32 * MiB, 3), 'stable.txt': 'stable' });
+    const writer = setInterval(() => void appendFile(path.join(source, 'growing.log'), 'x'), 1);
+    try {
+      const { snapshotSource } = createLocalSourceActivities({ blobs: stack.blobs });
+      await assert.rejects(runActivity(snapshotSource, { path: source }), (err: unknown) => {
+        assert.ok(err instanceof ApplicationFailure);
+        assert.equal(err.type, 'FileChangedDuringRead');
+        assert.equal(err.nonRetryable, false);
+        assert.match(err.message, /"growing\.log" kept changing/);
+        return true;
+      });
+    } finally {
+      clearInterval(writer);
+    }
+  });
+
+  it('reports byte-level progress through heartbeats', async () => {
+    const source = path.join(work, 'progress');
+    await writeTree(source, { 'a.bin': seededBytes(3 * MiB, 1), 'b.txt': 'b' });
+    const env = new MockActivityEnvironment();
+    const beats: { step: string; bytesDone: number; bytesTotal: number }[] = [];
+    env.on('heartbeat', (details: { step: string; bytesDone: number; bytesTotal: number }) => beats.push({ ...details }));
+    const { snapshotSource } = createLocalSourceActivities({ blobs: stack.blobs });
+    const result = (await env.run(snapshotSource, { path: source })) as Awaited<ReturnType<typeof snapshotSource>>;
+    assert.equal(result.filesTotal, 2);
+    assert.equal(result.bytesTotal, 3 * MiB + 1);
+    assert.ok(beats.length >= 2);
+    assert.equal(beats.at(-1)?.bytesDone, 3 * MiB + 1);
+    assert.ok(beats.every((b) => b.step === 'snapshotSource' && b.bytesTotal === 3 * MiB + 1));
+  });
+});
+
+describe('uploadBlobs', () => {
+  it('refuses non-retryably to upload a file edited since its snapshot', async () => {
+    const source = path.join(work, 'edited');
+    await writeTree(source, { 'model.py': 'print(1)\n' });
+    const { snapshotSource } = createLocalSourceActivities({ blobs: stack.blobs });
+    const { uploadBlobs } = createBlobActivities({ blobs: stack.blobs });
+    const snapshot = await runActivity(snapshotSource, { path: source });
+    await writeFile(path.join(source, 'model.py'), 'print(2)\n');
+    await assert.rejects(runActivity(uploadBlobs, { manifestDigest: snapshot.manifestDigest, sourcePath: source }), (err: unknown) => {
+      assert.ok(err instanceof ApplicationFailure);
+      assert.equal(err.type, 'SourceChangedSinceSnapshot');
+      assert.equal(err.nonRetryable, true);
+      assert.match(err.message, /"model\.py" changed since it was snapshotted/);
+      return true;
+    });
+  });
+
+  it('resumes a multipart upload from heartbeat details, sending only the missing parts', async () => {
+    const source = path.join(work, 'resume');
+    const body = seededBytes(26 * MiB, 11);
+    await writeTree(source, { 'weights.bin': body });
+    const tuning = { multipartThresholdBytes: 8 * MiB, partSizeBytes: 5 * MiB };
+    const { snapshotSource } = createLocalSourceActivities({ blobs: stack.blobs });
+    const snapshot = await runActivity(snapshotSource, { path: source });
+    const digest = sha256(body);
+
+    // An earlier attempt that stored two of six parts before its worker died.
+    const earlier = await stack.blobs.createMultipart(digest);
+    await stack.blobs.uploadPart(earlier, 1, body.subarray(0, 5 * MiB));
+    await stack.blobs.uploadPart(earlier, 2, body.subarray(5 * MiB, 10 * MiB));
+    const heartbeatDetails: UploadHeartbeat = { step: 'uploadBlobs', filesDone: 0, filesTotal: 1, bytesDone: 10 * MiB, bytesTotal: body.length, multipart: [earlier] };
+
+    const sentParts: number[] = [];
+    const counting = createBlobActivities({ blobs: stack.blobs, tuning });
+    const { client } = createS3Clients({ endpoint: stack.config.s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: stack.config.s3.credentials });
+    stack.blobs.uploadPart = ((original) =>
+      async function (this: typeof stack.blobs, ...args: Parameters<typeof original>) {
+        sentParts.push(args[1]);
+        return original.apply(this, args);
+      })(stack.blobs.uploadPart);
+    try {
+      const result = await runActivity(counting.uploadBlobs, {
+        manifestDigest: snapshot.manifestDigest,
+        sourcePath: source,
+      }, { heartbeatDetails });
+      assert.equal(result.uploadsResumed, 1);
+      assert.deepEqual(sentParts.sort((a, b) => a - b), [3, 4, 5, 6]);
+    } finally {
+      delete (stack.blobs as { uploadPart?: unknown }).uploadPart;
+    }
+
+    const stored = await client.send(new GetObjectCommand({ Bucket: 'ferry', Key: stack.blobs.blobKey(digest) }));
+    assert.equal(sha256(Buffer.from(await stored.Body!.transformToByteArray())), digest);
+    const open = await client.send(new ListMultipartUploadsCommand({ Bucket: 'ferry', Prefix: stack.blobs.blobKey(digest) }));
+    assert.equal(open.Uploads?.length ?? 0, 0, 'no multipart upload left open');
+  });
+});
