@@ -3,6 +3,8 @@
  * calls client/commands or client/stack, prints, and exits non-zero with a
  * one-line cause on failure.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, workflowUiUrl } from '../core/config';
 import { parseDurationMs } from '../core/duration';
@@ -11,10 +13,15 @@ import { sessionIdProblem } from '../core/sync';
 import { CommandError, formatFiles, formatSyncSummary, formatTimeline, listTargetFiles, loadTimeline, runSync } from './commands';
 import { loadConfig } from './config';
 import { runDemo } from './demo';
+import { repoRoot } from './services';
 import { DEFAULT_PORTS, startStack, stopStack } from './stack';
 import { connectClient } from './temporal';
 
 const print = (text: string) => process.stdout.write(`${text}\n`);
+
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(path.join(repoRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+}
 
 function sessionArgument(value: string): string {
   const problem = sessionIdProblem(value);
@@ -55,6 +62,7 @@ async function withClient<T>(run: (client: Awaited<ReturnType<typeof connectClie
 export function buildProgram(): Command {
   const program = new Command('ferry')
     .description('Durable, verified code and data sync into compute sessions, orchestrated by Temporal.')
+    .version(packageVersion())
     .showHelpAfterError('(run with --help for usage)')
     .configureHelp({ sortSubcommands: false });
 
@@ -119,7 +127,7 @@ export function buildProgram(): Command {
     .command('timeline')
     .description("every activity of a workflow from its history: attempts, times, failures, and the gaps between steps")
     .argument('<workflowId>', 'workflow id')
-    .option('--gap <duration>', 'flag gaps longer than this (e.g. 30s, 5m)', durationArgument, 30_000)
+    .addOption(new Option('--gap <duration>', 'flag gaps longer than this (e.g. 30s, 5m)').argParser(durationArgument).default(30_000, '30s'))
     .option('--json', 'print JSON', false)
     .action(async (workflowId: string, options: { gap: number; json: boolean }) => {
       await withClient(async (client, config) => {
