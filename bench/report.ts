@@ -1,0 +1,95 @@
+/** Plain-text tables for the benchmark's stdout. MB means 10^6 bytes throughout. */
+import type { StepDurations } from '../core/sync';
+
+export type Scenario = 'cold' | 'no-change' | 'one file changed';
+export type Tool = 'cp -r' | 'ferry' | 'rclone up' | 'rclone down' | 'rclone up+down';
+
+export interface ResultRow {
+  set: string;
+  scenario: Scenario;
+  tool: Tool;
+  /** Wall time; null when the run failed. */
+  seconds: number | null;
+  /** Data-set bytes / seconds, in MB/s: the same denominator for every scenario, so rows compare directly. */
+  mbPerSec: number | null;
+  /** null when not applicable (cp, rclone down) or unknown. */
+  bytesUploaded: number | null;
+  /** ferry seconds / rclone up+down seconds of the same set and scenario (ferry rows only). */
+  ratio: number | null;
+  bytesDownloaded?: number | null;
+  /** ferry only: the workflow's own per-step timings and counters. */
+  ferry?: {
+    workflowId: string;
+    /** CPU time of the benchmark process (in-process worker + runtime agent) during the sync. */
+    processCpuSeconds: number;
+    durationsMs: StepDurations;
+    filesTotal: number;
+    blobsUploaded: number;
+    filesLanded: number;
+    bytesLanded: number;
+    filesVerified: number;
+  };
+  error?: string;
+}
+
+export const MB = 1e6;
+
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined) return '-';
+  if (bytes < 1000) return `${bytes} B`;
+  if (bytes < MB) return `${(bytes / 1e3).toFixed(1)} kB`;
+  if (bytes < 1e9) return `${(bytes / MB).toFixed(1)} MB`;
+  return `${(bytes / 1e9).toFixed(2)} GB`;
+}
+
+const fixed = (value: number | null | undefined, digits: number) => (value === null || value === undefined ? '-' : value.toFixed(digits));
+
+/** Renders rows as an aligned table; `right` marks numeric columns. */
+export function renderTable(headers: string[], rows: string[][], right: boolean[]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (right[i] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n') + '\n';
+}
+
+export function resultsTable(rows: ResultRow[]): string {
+  return renderTable(
+    ['set', 'scenario', 'tool', 'seconds', 'MB/s', 'bytes uploaded', 'ferry/rclone'],
+    rows.map((r) => [
+      r.set,
+      r.scenario,
+      r.tool,
+      r.error ? 'FAILED' : fixed(r.seconds, 2),
+      fixed(r.mbPerSec, 1),
+      formatBytes(r.bytesUploaded),
+      r.ratio === null ? '' : `${r.ratio.toFixed(2)}x`,
+    ]),
+    [false, false, false, true, true, true, true],
+  );
+}
+
+/** Where ferry's wall time goes: the workflow's step timings, and the rest (scheduling, start, result). */
+export function ferryStepsTable(rows: ResultRow[]): string {
+  const ferryRows = rows.filter((r) => r.tool === 'ferry' && r.ferry && r.seconds !== null);
+  return renderTable(
+    ['set', 'scenario', 'wall s', 'snapshot', 'upload', 'land', 'verify', 'other', 'node cpu s', 'files landed', 'bytes landed'],
+    ferryRows.map((r) => {
+      const d = r.ferry!.durationsMs;
+      const steps = d.snapshotSource + d.uploadBlobs + d.landManifest + d.verifyLanding;
+      const s = (ms: number) => (ms / 1000).toFixed(2);
+      return [
+        r.set,
+        r.scenario,
+        fixed(r.seconds, 2),
+        s(d.snapshotSource),
+        s(d.uploadBlobs),
+        s(d.landManifest),
+        s(d.verifyLanding),
+        s(r.seconds! * 1000 - steps),
+        r.ferry!.processCpuSeconds.toFixed(2),
+        String(r.ferry!.filesLanded),
+        formatBytes(r.ferry!.bytesLanded),
+      ];
+    }),
+    [false, false, true, true, true, true, true, true, true, true, true],
+  );
+}
