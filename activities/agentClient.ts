@@ -34,18 +34,26 @@ export interface AgentEndpoint {
 }
 
 export interface AgentClientOptions {
-  /** Longest silence tolerated on a connection (no response headers, or no new stream line). */
+  /** Longest silence tolerated on a connection (no response headers, or no new stream line). Default 20 s. */
   idleTimeoutMs?: number;
+  /**
+   * Longest a stream may go without a line that differs from the previous
+   * one. The agent sends keepalive lines, so silence alone cannot reveal a
+   * landing that is stuck; unchanged progress can. Default 2 min.
+   */
+  progressTimeoutMs?: number;
 }
 
 export class AgentClient {
   private readonly idleTimeoutMs: number;
+  private readonly progressTimeoutMs: number;
 
   constructor(
     readonly endpoint: AgentEndpoint,
     options: AgentClientOptions = {},
   ) {
     this.idleTimeoutMs = options.idleTimeoutMs ?? 20_000;
+    this.progressTimeoutMs = options.progressTimeoutMs ?? 120_000;
   }
 
   health(): Promise<AgentHealth> {
@@ -108,23 +116,23 @@ export class AgentClient {
   /** Reads an NDJSON stream, resetting the idle deadline on every line, until its final line. */
   private async stream<E extends { type: string }>(route: string, body: unknown, onEvent: (event: E) => void): Promise<Extract<E, { type: 'result' }>> {
     const controller = new AbortController();
-    let timer = setTimeout(() => controller.abort(), this.idleTimeoutMs);
-    const touch = () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => controller.abort(), this.idleTimeoutMs);
-    };
+    const idle = setTimeout(() => controller.abort('idle'), this.idleTimeoutMs);
+    const stalled = setTimeout(() => controller.abort('stalled'), this.progressTimeoutMs);
+    let lastLine = '';
     try {
       const response = await this.request('POST', route, body, controller);
       const decoder = new TextDecoder();
       let buffered = '';
       for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-        touch();
+        idle.refresh();
         buffered += decoder.decode(chunk, { stream: true });
         let newline: number;
         while ((newline = buffered.indexOf('\n')) >= 0) {
           const line = buffered.slice(0, newline).trim();
           buffered = buffered.slice(newline + 1);
           if (!line) continue;
+          if (line !== lastLine) stalled.refresh();
+          lastLine = line;
           const event = JSON.parse(line) as E | AgentError;
           if (event.type === 'error') {
             const { error } = event as AgentError;
@@ -137,12 +145,16 @@ export class AgentClient {
       throw new AgentRequestError('TargetUnavailable', `runtime agent at ${this.endpoint.url} ended ${route} without a result line`);
     } catch (err) {
       if (err instanceof AgentRequestError) throw err;
+      if (controller.signal.reason === 'stalled') {
+        throw new AgentRequestError('TargetUnavailable', `runtime agent at ${this.endpoint.url} made no progress for ${this.progressTimeoutMs} ms during ${route}`);
+      }
       if (controller.signal.aborted) {
         throw new AgentRequestError('TargetUnavailable', `runtime agent at ${this.endpoint.url} went silent for ${this.idleTimeoutMs} ms during ${route}`);
       }
       throw new AgentRequestError('TargetUnavailable', `runtime agent stream ${route} broke: ${describeFetchError(err)}`);
     } finally {
-      clearTimeout(timer);
+      clearTimeout(idle);
+      clearTimeout(stalled);
     }
   }
 }

@@ -3,6 +3,7 @@
  * lacks, several at once, large ones in parts that a retried attempt resumes.
  */
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { Context } from '@temporalio/activity';
@@ -43,8 +44,6 @@ export interface UploadTuning {
   blobConcurrency: number;
   /** Parts of one large blob uploaded at once. */
   partConcurrency: number;
-  /** Existence checks at once. */
-  headConcurrency: number;
 }
 
 export const DEFAULT_UPLOAD_TUNING: UploadTuning = {
@@ -52,7 +51,6 @@ export const DEFAULT_UPLOAD_TUNING: UploadTuning = {
   partSizeBytes: 8 << 20,
   blobConcurrency: 8,
   partConcurrency: 4,
-  headConcurrency: 32,
 };
 
 /** Maps blob-store errors to typed, correctly retryable failures. */
@@ -184,6 +182,8 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
     async uploadBlobs(input: UploadBlobsInput): Promise<UploadBlobsResult> {
       const context = Context.current();
       const abortSignal = context.cancellationSignal;
+      // Every in-flight S3 request listens on the cancellation signal.
+      setMaxListeners(tuning.blobConcurrency * tuning.partConcurrency + 64, abortSignal);
       const manifest = await blobs.getManifest(input.manifestDigest).catch((err) => {
         throw blobStoreFailure(err);
       });
@@ -195,16 +195,9 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
       for (const entry of manifest.files) if (!unique.has(entry.sha256)) unique.set(entry.sha256, entry);
       const bytesTotal = manifest.files.reduce((sum, f) => sum + f.size, 0);
 
-      const headLimit = pLimit(tuning.headConcurrency);
-      const missing: ManifestEntry[] = [];
-      await Promise.all(
-        [...unique.values()].map((entry) =>
-          headLimit(async () => {
-            if (!(await blobs.hasObject(blobs.blobKey(entry.sha256), abortSignal))) missing.push(entry);
-          }),
-        ),
-      );
-      missing.sort((a, b) => b.size - a.size);
+      const stored = await blobs.findStoredBlobs([...unique.keys()], abortSignal);
+      // Largest first, so the long uploads overlap the many short ones.
+      const missing = [...unique.values()].filter((entry) => !stored.has(entry.sha256)).sort((a, b) => b.size - a.size);
 
       const heartbeat: UploadHeartbeat = { ...startProgress('uploadBlobs', missing), multipart: [] };
       context.heartbeat(heartbeat);

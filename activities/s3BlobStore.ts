@@ -11,6 +11,7 @@ import {
   CreateMultipartUploadCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListObjectsV2Command,
   ListPartsCommand,
   NotFound,
   NoSuchKey,
@@ -22,6 +23,7 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import pLimit from 'p-limit';
 import { blobKey, canonicalManifestJson, manifestKey, manifestProblems, manifestTotals, type Manifest, type ManifestRef } from '../core/manifest';
 
 export interface S3BlobStoreOptions {
@@ -36,7 +38,21 @@ export interface S3BlobStoreOptions {
   bucket: string;
   prefix: string;
   presignExpirySeconds: number;
+  /** How existence checks list instead of HEAD; defaults suit any bucket size. */
+  listing?: Partial<ListingTuning>;
 }
+
+export interface ListingTuning {
+  /** From this many blobs on, listing beats one HEAD request per blob. */
+  fromBlobs: number;
+  /** Keys per list request (S3's maximum is 1,000). */
+  pageSize: number;
+  /** Listing may read this many times the pages the request itself needs before falling back to HEAD. */
+  pageBudgetFactor: number;
+}
+
+const DEFAULT_LISTING: ListingTuning = { fromBlobs: 64, pageSize: 1000, pageBudgetFactor: 4 };
+const HEAD_CONCURRENCY = 32;
 
 /** Thrown when stored bytes do not hash to the name they are stored under. */
 export class StoredChecksumMismatchError extends Error {
@@ -92,7 +108,11 @@ function isDigestRejection(err: unknown): boolean {
 }
 
 export class S3BlobStore {
-  constructor(private readonly options: S3BlobStoreOptions) {}
+  private readonly listing: ListingTuning;
+
+  constructor(private readonly options: S3BlobStoreOptions) {
+    this.listing = { ...DEFAULT_LISTING, ...options.listing };
+  }
 
   get bucket(): string {
     return this.options.bucket;
@@ -110,6 +130,52 @@ export class S3BlobStore {
       if (err instanceof NotFound || err instanceof NoSuchKey) return false;
       throw err;
     }
+  }
+
+  /**
+   * Which of these blobs the store already holds. Many blobs are checked by
+   * listing the blob prefix (1,000 keys a request) with a page budget scaled
+   * to the request, so a huge bucket cannot make it slow; keys past what the
+   * budget covered are checked one by one.
+   */
+  async findStoredBlobs(sha256s: string[], abortSignal?: AbortSignal): Promise<Set<string>> {
+    const wanted = [...new Set(sha256s)];
+    const stored = new Set<string>();
+    let coveredUpTo = '';
+    if (wanted.length >= this.listing.fromBlobs) {
+      const wantedKeys = new Map(wanted.map((sha) => [this.blobKey(sha), sha]));
+      const pageBudget = Math.ceil(wanted.length / this.listing.pageSize) * this.listing.pageBudgetFactor;
+      let continuationToken: string | undefined;
+      for (let page = 0; page < pageBudget; page++) {
+        const listing = await this.options.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.options.bucket,
+            Prefix: `${this.options.prefix}blobs/sha256/`,
+            MaxKeys: this.listing.pageSize,
+            ContinuationToken: continuationToken,
+          }),
+          { abortSignal },
+        );
+        for (const object of listing.Contents ?? []) {
+          const sha = wantedKeys.get(object.Key ?? '');
+          if (sha) stored.add(sha);
+        }
+        if (!listing.IsTruncated) return stored;
+        coveredUpTo = listing.Contents?.at(-1)?.Key ?? coveredUpTo;
+        continuationToken = listing.NextContinuationToken;
+      }
+    }
+    const limit = pLimit(HEAD_CONCURRENCY);
+    await Promise.all(
+      wanted
+        .filter((sha) => this.blobKey(sha) > coveredUpTo)
+        .map((sha) =>
+          limit(async () => {
+            if (await this.hasObject(this.blobKey(sha), abortSignal)) stored.add(sha);
+          }),
+        ),
+    );
+    return stored;
   }
 
   /** Stores `body` under its sha256, which S3 checks against the bytes it receives. */

@@ -13,7 +13,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createBlobActivities, type UploadHeartbeat } from '../../activities/blobs';
 import { createLocalSourceActivities } from '../../activities/localSource';
-import { createS3Clients } from '../../activities/s3BlobStore';
+import { S3BlobStore, createS3Clients } from '../../activities/s3BlobStore';
 import { seededBytes, sha256, writeTree } from '../support/fixtures';
 import { startTestStack, type TestStack } from '../support/testStack';
 
@@ -127,5 +127,31 @@ describe('uploadBlobs', () => {
     assert.equal(sha256(Buffer.from(await stored.Body!.transformToByteArray())), digest);
     const open = await client.send(new ListMultipartUploadsCommand({ Bucket: 'ferry', Prefix: stack.blobs.blobKey(digest) }));
     assert.equal(open.Uploads?.length ?? 0, 0, 'no multipart upload left open');
+  });
+});
+
+describe('S3BlobStore.findStoredBlobs', () => {
+  it('finds exactly the stored blobs by listing, and by HEAD past the listing budget', async () => {
+    const source = path.join(work, 'many');
+    const files: Record<string, string> = {};
+    for (let i = 0; i < 40; i++) files[`f${i}.txt`] = `content ${i}`;
+    await writeTree(source, files);
+    const { snapshotSource } = createLocalSourceActivities({ blobs: stack.blobs });
+    const { uploadBlobs } = createBlobActivities({ blobs: stack.blobs });
+    const snapshot = await runActivity(snapshotSource, { path: source });
+    await runActivity(uploadBlobs, { manifestDigest: snapshot.manifestDigest, sourcePath: source });
+
+    const uploaded = Object.values(files).map((body) => sha256(body));
+    const absent = ['never stored 1', 'never stored 2', 'never stored 3'].map((body) => sha256(body));
+    const { client, presignClient } = createS3Clients({ endpoint: stack.config.s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: stack.config.s3.credentials });
+    const base = { client, presignClient, bucket: 'ferry', prefix: '', presignExpirySeconds: 300 };
+    for (const listing of [
+      { fromBlobs: 2 }, // listing covers the whole prefix
+      { fromBlobs: 2, pageSize: 5, pageBudgetFactor: 1 }, // budget runs out: the rest by HEAD
+      { fromBlobs: 1_000 }, // HEAD only
+    ]) {
+      const found = await new S3BlobStore({ ...base, listing }).findStoredBlobs([...uploaded, ...absent]);
+      assert.deepEqual([...found].sort(), [...uploaded].sort(), JSON.stringify(listing));
+    }
   });
 });
