@@ -9,7 +9,7 @@ import { FailureType, knownFailureType, type FailureTypeName } from '../core/err
 import { fileDirectoryConflicts, type ManifestEntry } from '../core/manifest';
 import { joinRelative } from '../core/paths';
 import { sessionRoot, startProgress, type TargetRef } from '../core/sync';
-import { compareLanding, describeLandingProblems, landingIsComplete, type TargetFile } from '../core/verify';
+import { compareLanding, describeLandingProblems, entriesNotHeld, landingIsComplete, type TargetFile } from '../core/verify';
 import { AgentClient, AgentRequestError, type AgentEndpoint } from './agentClient';
 import { blobStoreFailure } from './blobs';
 import { nonRetryable, retryable } from './failures';
@@ -90,8 +90,27 @@ export function createTargetActivities(deps: TargetDeps) {
     return manifest.files;
   };
 
+  /** What the target holds of `files`, hashed on the target now, with its boot id; progress goes to `onProgress`. */
+  const hashOnTarget = async (
+    agent: AgentClient,
+    dir: string,
+    files: ManifestEntry[],
+    onProgress: (filesDone: number, bytesDone: number) => void,
+  ): Promise<{ bootId: string; held: TargetFile[] }> => {
+    const held: TargetFile[] = [];
+    const result = await agent.listFiles({ dir, paths: files.map((f) => f.path) }, (event) => {
+      if (event.type === 'file') held.push({ path: event.path, size: event.size, mode: event.mode, sha256: event.sha256 });
+      else if (event.type === 'progress') onProgress(event.filesDone, event.bytesDone);
+    });
+    return { bootId: result.bootId, held };
+  };
+
   return {
-    /** The target pulls every blob of the manifest into the session by presigned URL. */
+    /**
+     * The target pulls the blobs it lacks into the session by presigned URL.
+     * It is asked first what it holds (hashed there), so intact files cost a
+     * hash, not a URL and a request.
+     */
     async landManifest(input: LandingInput): Promise<LandManifestResult> {
       const context = Context.current();
       const files = await loadEntries(input.manifestDigest);
@@ -101,9 +120,15 @@ export function createTargetActivities(deps: TargetDeps) {
         const { bootId } = await agent.health();
         const progress = startProgress('landManifest', files);
         context.heartbeat(progress);
-        const totals = { filesLanded: 0, bytesLanded: 0, filesAlreadyPresent: 0, bytesAlreadyPresent: 0 };
-        for (let start = 0; start < files.length; start += LAND_BATCH_FILES) {
-          const batch = files.slice(start, start + LAND_BATCH_FILES);
+        const { held } = await hashOnTarget(agent, dir, files, () => context.heartbeat(progress));
+        const needed = entriesNotHeld(files, held);
+        const neededBytes = needed.reduce((sum, f) => sum + f.size, 0);
+        const totals = { filesLanded: 0, bytesLanded: 0, filesAlreadyPresent: files.length - needed.length, bytesAlreadyPresent: progress.bytesTotal - neededBytes };
+        progress.filesDone = totals.filesAlreadyPresent;
+        progress.bytesDone = totals.bytesAlreadyPresent;
+        context.heartbeat(progress);
+        for (let start = 0; start < needed.length; start += LAND_BATCH_FILES) {
+          const batch = needed.slice(start, start + LAND_BATCH_FILES);
           const landFiles = await Promise.all(batch.map(async (entry) => ({ ...entry, url: await deps.blobs.presignBlobGet(entry.sha256) })));
           const base = { filesDone: progress.filesDone, bytesDone: progress.bytesDone };
           const result = await agent.land({ dir, files: landFiles }, (event) => {
@@ -138,18 +163,14 @@ export function createTargetActivities(deps: TargetDeps) {
       const dir = joinRelative(sessionRoot(input.sessionId), input.dest);
       const progress = startProgress('verifyLanding', files);
       context.heartbeat(progress);
-      const listed: TargetFile[] = [];
       let bootId: string;
+      let listed: TargetFile[];
       try {
-        const result = await agent.listFiles({ dir, paths: files.map((f) => f.path) }, (event) => {
-          if (event.type === 'file') listed.push({ path: event.path, size: event.size, mode: event.mode, sha256: event.sha256 });
-          else if (event.type === 'progress') {
-            progress.filesDone = event.filesDone;
-            progress.bytesDone = event.bytesDone;
-            context.heartbeat(progress);
-          }
-        });
-        bootId = result.bootId;
+        ({ bootId, held: listed } = await hashOnTarget(agent, dir, files, (filesDone, bytesDone) => {
+          progress.filesDone = filesDone;
+          progress.bytesDone = bytesDone;
+          context.heartbeat(progress);
+        }));
       } catch (err) {
         throw agentFailure(err);
       }

@@ -143,7 +143,7 @@ async function ferryRun(bench: Bench, set: DataSet, scenario: Scenario, sessionI
   const workflowId = `${sessionId}-${scenario.replace(/ /g, '-')}-${Date.now()}`;
   const row: ResultRow = { set: set.name, scenario, tool: 'ferry', seconds: null, mbPerSec: null, bytesUploaded: null, ratio: null };
   try {
-    // The worker and the agent run in this process, so its CPU time is ferry's client-side CPU cost.
+    // The worker runs in this process (the agent in its own, as on a target), so this is the worker's CPU cost.
     const cpuBefore = process.cpuUsage();
     const started = performance.now();
     const handle = await stack.client.workflow.start<typeof syncWorkflow>('syncWorkflow', {
@@ -335,7 +335,7 @@ async function main(): Promise<number> {
   process.once('SIGTERM', onSignal);
   try {
     const started = performance.now();
-    stack = await startTestStack();
+    stack = await startTestStack({ agentProcess: true });
     out(`  stack up in ${elapsed(started).toFixed(1)} s (Temporal ${stack.settings.FERRY_TEMPORAL_ADDRESS}, S3 ${stack.settings.FERRY_S3_ENDPOINT})\n`);
     const rclone = new Rclone(resolveTool('rclone', root), {
       endpoint: requiredSetting(stack, 'FERRY_S3_ENDPOINT'),
@@ -361,7 +361,7 @@ async function main(): Promise<number> {
   out('\nMB = 10^6 bytes; MB/s = data-set bytes / seconds (also for no-change and one-file-changed runs).\n');
   out('ferry/rclone = ferry seconds / (rclone up + rclone down) seconds. rclone: --transfers 8 --checkers 16; bytes from its final stats.\n');
   out('\nferry per step (seconds; "other" = wall time outside the four activities: workflow start, scheduling, result;\n');
-  out('"node cpu s" = CPU time of this process, which hosts the worker and the runtime agent, during the sync):\n');
+  out('"node cpu s" = CPU time of this process, which hosts the worker (the runtime agent runs as its own process), during the sync):\n');
   out(ferryStepsTable(rows));
   if (notes.length) out(`\n${notes.join('\n')}\n`);
   if (errors.length) out(`\nERRORS:\n${errors.join('\n')}\n`);

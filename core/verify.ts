@@ -73,3 +73,12 @@ export function describeLandingProblems(comparison: LandingComparison, limit = 5
     parts.push(`${comparison.mismatched.length} with different content (${name(comparison.mismatched.map((m) => m.path))})`);
   return parts.join('; ');
 }
+
+/** Entries the target does not hold intact (missing, short or different): what landing must still fetch. */
+export function entriesNotHeld(expected: ManifestEntry[], actual: TargetFile[]): ManifestEntry[] {
+  const byPath = new Map(actual.map((file) => [file.path, file]));
+  return expected.filter((entry) => {
+    const found = byPath.get(entry.path);
+    return !found || found.size !== entry.size || found.sha256 !== entry.sha256;
+  });
+}

@@ -9,11 +9,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import type { AgentEndpoint } from '../../activities/agentClient';
+import { AgentClient, type AgentEndpoint } from '../../activities/agentClient';
 import type { S3BlobStore } from '../../activities/s3BlobStore';
 import { resolveConfig, type FerryConfig, type StackSettings } from '../../core/config';
 import { startAgent, type RunningAgent } from '../../runtime/agent';
-import { freePort, repoRoot, resolveTool, startS3Server, startTemporalDevServer } from '../../client/services';
+import { freePort, repoRoot, resolveTool, spawnManaged, startS3Server, startTemporalDevServer } from '../../client/services';
 import { SEARCH_ATTRIBUTES } from '../../workflows/definitions';
 import { activityDepsFromConfig, createFerryWorker } from '../../worker/worker';
 
@@ -49,7 +49,50 @@ export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
   return bundle;
 }
 
-export async function startTestStack(): Promise<TestStack> {
+export interface TestStackOptions {
+  /**
+   * Run the runtime agent as its own process (as on a real target) instead
+   * of inside this one. The benchmark uses it so worker and agent do not
+   * share one event loop and one core.
+   */
+  agentProcess?: boolean;
+}
+
+/** The runtime agent as a child process, answering once its health check passes. */
+async function startAgentProcess(dir: string, options: { root: string; token: string; host: string; allowedUrlPrefix: string }): Promise<RunningAgent> {
+  const port = await freePort();
+  const child = await spawnManaged({
+    name: 'agent',
+    binary: process.execPath,
+    args: [path.join(__dirname, '..', '..', 'runtime', 'main.js')],
+    env: {
+      PATH: process.env.PATH,
+      FERRY_AGENT_ROOT: options.root,
+      FERRY_AGENT_TOKEN: options.token,
+      FERRY_AGENT_HOST: options.host,
+      FERRY_AGENT_PORT: String(port),
+      FERRY_AGENT_ALLOWED_URL_PREFIXES: options.allowedUrlPrefix,
+    },
+    logFile: path.join(dir, 'logs', 'agent.log'),
+    detached: false,
+  });
+  const url = `http://${options.host}:${port}`;
+  const client = new AgentClient({ url, token: options.token }, { idleTimeoutMs: 1_000 });
+  for (let tries = 0; ; tries++) {
+    try {
+      const { bootId } = await client.health();
+      return { url, port, bootId, close: () => child.stop() };
+    } catch (err) {
+      if (tries > 100) {
+        await child.stop();
+        throw err;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+export async function startTestStack(options: TestStackOptions = {}): Promise<TestStack> {
   installQuietRuntime();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-test-'));
   const cleanups: (() => Promise<unknown>)[] = [];
@@ -87,7 +130,10 @@ export async function startTestStack(): Promise<TestStack> {
 
     const agentRoot = path.join(dir, 'target');
     const agentToken = randomBytes(24).toString('hex');
-    const agent = await startAgent({ root: agentRoot, token: agentToken, host, port: 0, allowedUrlPrefixes: [`http://${host}:${s3Port}/ferry/`] });
+    const allowedUrlPrefix = `http://${host}:${s3Port}/ferry/`;
+    const agent = options.agentProcess
+      ? await startAgentProcess(dir, { root: agentRoot, token: agentToken, host, allowedUrlPrefix })
+      : await startAgent({ root: agentRoot, token: agentToken, host, port: 0, allowedUrlPrefixes: [allowedUrlPrefix] });
     cleanups.push(() => agent.close());
 
     const settings: StackSettings = {

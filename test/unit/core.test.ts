@@ -6,7 +6,7 @@ import { canonicalManifestJson, createManifest, entriesProblems, fileDirectoryCo
 import { MAX_PATH_DEPTH, assertSafeRelativePath, unsafePathReason } from '../../core/paths';
 import { normalizeSyncInput } from '../../core/sync';
 import { buildTimeline, type HistoryEventSummary } from '../../core/timeline';
-import { compareLanding, describeLandingProblems, landingIsComplete } from '../../core/verify';
+import { compareLanding, describeLandingProblems, entriesNotHeld, landingIsComplete } from '../../core/verify';
 
 const sha = (c: string) => c.repeat(64);
 const entry = (path: string, size = 1, hash = sha('a')): ManifestEntry => ({ path, size, mode: 0o644, sha256: hash });
@@ -71,6 +71,7 @@ describe('core/verify', () => {
     assert.deepEqual(comparison.mismatched.map((m) => m.path), ['changed']);
     assert.equal(landingIsComplete(comparison), false);
     assert.equal(describeLandingProblems(comparison), '1 missing ("gone"); 1 short ("short"); 1 with different content ("changed")');
+    assert.deepEqual(entriesNotHeld(expected, actual).map((e) => e.path), ['gone', 'short', 'changed']);
   });
 });
 
