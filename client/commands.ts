@@ -4,6 +4,7 @@
  */
 import { WorkflowFailedError, type Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
+import { temporal } from '@temporalio/proto';
 import path from 'node:path';
 import { AgentClient } from '../activities/agentClient';
 import type { FerryConfig } from '../core/config';
@@ -48,11 +49,36 @@ function rootFailure(err: WorkflowFailedError): { message: string; type?: string
   return { message: cause?.message ?? err.message };
 }
 
-export async function runSync(client: Client, config: FerryConfig, options: SyncCommandOptions): Promise<SyncSummary> {
+/** Whether any worker polls the task queue for workflow tasks right now. */
+async function workerIsPolling(client: Client, config: FerryConfig): Promise<boolean> {
+  const response = await client.workflowService.describeTaskQueue({
+    namespace: config.temporal.namespace,
+    taskQueue: { name: config.temporal.taskQueue },
+    taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+  });
+  return (response.pollers?.length ?? 0) > 0;
+}
+
+export async function runSync(
+  client: Client,
+  config: FerryConfig,
+  options: SyncCommandOptions,
+  warn: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
+): Promise<SyncSummary> {
   const input: SyncInput = { sessionId: options.sessionId, source: { path: path.resolve(options.dir) }, dest: options.dest, target: { kind: 'local' } };
   const workflowId = syncWorkflowId(options.sessionId, Date.now());
   const handle = await client.workflow.start('syncWorkflow', { taskQueue: config.temporal.taskQueue, workflowId, args: [input] });
   const webUiUrl = workflowUiUrl(config, workflowId, handle.firstExecutionRunId);
+  // A sync with no worker waits silently until one comes: say so at once.
+  if (!(await workerIsPolling(client, config))) {
+    warn(`⚠ no worker is polling task queue ${config.temporal.taskQueue}: ${workflowId} waits until one does (start one with \`ferry up\`)`);
+  }
+  // The workflow is durable: leaving the CLI does not stop the sync.
+  const onInterrupt = () => {
+    warn(`\nstopped following; ${workflowId} carries on in Temporal. Follow it with: ferry timeline ${workflowId}`);
+    process.exit(130);
+  };
+  process.once('SIGINT', onInterrupt);
   const resultPromise = handle.result() as Promise<SyncResult>;
   try {
     const result = options.showProgress ? await followProgress(handle, resultPromise) : await resultPromise;
@@ -63,6 +89,8 @@ export async function runSync(client: Client, config: FerryConfig, options: Sync
       throw new CommandError(`sync ${workflowId} failed${failure.type ? ` (${failure.type})` : ''}: ${failure.message}\n  history: ${webUiUrl}\n  timeline: ferry timeline ${workflowId}`);
     }
     throw err;
+  } finally {
+    process.off('SIGINT', onInterrupt);
   }
 }
 

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
 import { AgentClient } from '../activities/agentClient';
 import { resolveConfig, type StackSettings } from '../core/config';
 import { SEARCH_ATTRIBUTES } from '../workflows/definitions';
@@ -102,7 +103,7 @@ export async function startStack(options: StartStackOptions): Promise<void> {
 
   try {
     options.report(`starting Temporal dev server and S3 server (logs in ${logs}) …`);
-    const [temporal, s3] = await Promise.all([
+    const [temporalServer, s3Server] = await Promise.all([
       startTemporalDevServer({
         binary: resolveTool('temporal', root),
         dbFile: path.join(dir, 'temporal.db'),
@@ -126,7 +127,7 @@ export async function startStack(options: StartStackOptions): Promise<void> {
         detached: options.detach,
       }).then((server) => (started.push(server), server)),
     ]);
-    options.report(`✔ temporal ready in ${(temporal.readyMs / 1000).toFixed(1)}s, s3 ready in ${(s3.readyMs / 1000).toFixed(1)}s`);
+    options.report(`✔ temporal ready in ${(temporalServer.readyMs / 1000).toFixed(1)}s, s3 ready in ${(s3Server.readyMs / 1000).toFixed(1)}s`);
 
     const agent = await spawnManaged({
       name: 'agent',
@@ -166,7 +167,7 @@ export async function startStack(options: StartStackOptions): Promise<void> {
         const response = await client.workflowService.describeTaskQueue({
           namespace: config.temporal.namespace,
           taskQueue: { name: options.taskQueue },
-          taskQueueType: 1,
+          taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         });
         return (response.pollers?.length ?? 0) > 0;
       });

@@ -4,7 +4,7 @@
  * sync, files, timeline and down, checking output and exit codes.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
@@ -120,6 +120,24 @@ describe('ferry CLI on the embedded stack', () => {
     const help = await ferry(['sync', '--help']);
     assert.equal(help.code, 0);
     assert.match(help.stdout, /--session <id>/);
+  });
+
+  it('warns at once when no worker polls the queue, and Ctrl-C leaves the durable sync running', async () => {
+    const child = spawn(process.execPath, [ferryBin, 'sync', work, '--session', 'unpolled', '--json'], {
+      cwd: work,
+      env: { ...process.env, FERRY_HOME: home, FERRY_TASK_QUEUE: 'nobody-polls-this' },
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    for (let waited = 0; !stderr.includes('no worker is polling') && waited < 30_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.match(stderr, /⚠ no worker is polling task queue nobody-polls-this: (sync-unpolled-\d+) waits until one does/);
+    const workflowId = /(sync-unpolled-\d+)/.exec(stderr)![1];
+    child.kill('SIGINT');
+    assert.equal(await exited, 130);
+    assert.match(stderr, new RegExp(`${workflowId} carries on in Temporal. Follow it with: ferry timeline ${workflowId}`));
+    const timeline = JSON.parse((await ferry(['timeline', workflowId, '--json'])).stdout) as { status: string };
+    assert.equal(timeline.status, 'running');
   });
 
   it('down stops every service', async () => {
