@@ -201,13 +201,21 @@ export async function startStack(options: StartStackOptions): Promise<void> {
   }
 
   if (options.detach) return;
+  // Ctrl-C in a terminal signals the children too, so their exits after a signal are expected.
+  let signalled = false;
   await Promise.race([
     new Promise<void>((resolve) => {
-      process.once('SIGINT', () => resolve());
-      process.once('SIGTERM', () => resolve());
+      const onSignal = () => {
+        signalled = true;
+        resolve();
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
     }),
     ...started.map((service) =>
-      service.exited.then(() => options.report(`${service.name} exited unexpectedly (log: ${service.logFile}); stopping the stack`)),
+      service.exited.then(() => {
+        if (!signalled) options.report(`${service.name} exited unexpectedly (log: ${service.logFile}); stopping the stack`);
+      }),
     ),
   ]);
   options.report('stopping the ferry stack …');
