@@ -14,6 +14,7 @@ import type {
   ListFilesRequest,
   ListFilesStreamEvent,
 } from '../core/agentProtocol';
+import { fetchFailureDetail } from '../core/errors';
 
 /** Thrown for every failed agent call; `type` is the agent's error type or a transport one. */
 export class AgentRequestError extends Error {
@@ -95,7 +96,7 @@ export class AgentClient {
       if (controller.signal.aborted) {
         throw new AgentRequestError('TargetUnavailable', `runtime agent at ${this.endpoint.url} did not answer ${route} within ${this.idleTimeoutMs} ms`);
       }
-      throw new AgentRequestError('TargetUnavailable', `runtime agent at ${this.endpoint.url} unreachable for ${route}: ${describeFetchError(err)}`);
+      throw new AgentRequestError('TargetUnavailable', `runtime agent at ${this.endpoint.url} unreachable for ${route}: ${fetchFailureDetail(err)}`);
     }
   }
 
@@ -151,7 +152,7 @@ export class AgentClient {
       if (controller.signal.aborted) {
         throw new AgentRequestError('TargetUnavailable', `runtime agent at ${this.endpoint.url} went silent for ${this.idleTimeoutMs} ms during ${route}`);
       }
-      throw new AgentRequestError('TargetUnavailable', `runtime agent stream ${route} broke: ${describeFetchError(err)}`);
+      throw new AgentRequestError('TargetUnavailable', `runtime agent stream ${route} broke: ${fetchFailureDetail(err)}`);
     } finally {
       clearTimeout(idle);
       clearTimeout(stalled);
@@ -168,9 +169,4 @@ async function errorFromResponse(response: Response, route: string): Promise<Age
     const type = response.status === 401 ? 'TargetUnauthorized' : 'TargetUnavailable';
     return new AgentRequestError(type, `runtime agent answered ${response.status} to ${route}: ${text.slice(0, 200)}`, response.status);
   }
-}
-
-function describeFetchError(err: unknown): string {
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  return cause?.code ?? cause?.message ?? (err as Error).message;
 }

@@ -1,5 +1,6 @@
 /** Plain-text tables for the benchmark's stdout. MB means 10^6 bytes throughout. */
 import type { StepDurations } from '../core/sync';
+import { renderTable } from '../client/format';
 
 export type Scenario = 'cold' | 'no-change' | 'one file changed';
 export type Tool = 'cp -r' | 'ferry' | 'rclone up' | 'rclone down' | 'rclone up+down';
@@ -44,15 +45,13 @@ export function formatBytes(bytes: number | null | undefined): string {
 
 const fixed = (value: number | null | undefined, digits: number) => (value === null || value === undefined ? '-' : value.toFixed(digits));
 
-/** Renders rows as an aligned table; `right` marks numeric columns. */
-export function renderTable(headers: string[], rows: string[][], right: boolean[]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (right[i] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
-  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n') + '\n';
+/** An aligned table with a line under the headers; `right` marks numeric columns. */
+function benchTable(headers: string[], rows: string[][], right: boolean[]): string {
+  return `${renderTable(headers, rows, { alignRight: right, underline: true })}\n`;
 }
 
 export function resultsTable(rows: ResultRow[]): string {
-  return renderTable(
+  return benchTable(
     ['set', 'scenario', 'tool', 'seconds', 'MB/s', 'bytes uploaded', 'ferry/rclone'],
     rows.map((r) => [
       r.set,
@@ -70,7 +69,7 @@ export function resultsTable(rows: ResultRow[]): string {
 /** Where ferry's wall time goes: the workflow's step timings, and the rest (scheduling, start, result). */
 export function ferryStepsTable(rows: ResultRow[]): string {
   const ferryRows = rows.filter((r) => r.tool === 'ferry' && r.ferry && r.seconds !== null);
-  return renderTable(
+  return benchTable(
     ['set', 'scenario', 'wall s', 'snapshot', 'upload', 'land', 'verify', 'other', 'node cpu s', 'files landed', 'bytes landed'],
     ferryRows.map((r) => {
       const d = r.ferry!.durationsMs;

@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 
@@ -252,7 +253,6 @@ export function isPidAlive(pid: number): boolean {
   }
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** True if `exited` settles within `ms` (the timer is cleared as soon as it does). */
 function exitedWithin(exited: Promise<unknown>, ms: number): Promise<boolean> {

@@ -42,6 +42,13 @@ export const FailureType = {
 
 export type FailureTypeName = (typeof FailureType)[keyof typeof FailureType];
 
+/** The useful part of a failed `fetch` (Node puts the socket error's code in `cause`), for messages. */
+export function fetchFailureDetail(err: unknown): string {
+  const cause = (err as { cause?: { code?: unknown; message?: unknown } }).cause;
+  const detail = cause?.code ?? cause?.message;
+  return typeof detail === 'string' ? detail : (err as Error).message;
+}
+
 const KNOWN_TYPES = new Set<string>(Object.values(FailureType));
 
 /** `name` as a known failure type, or undefined (for errors reported by other processes). */

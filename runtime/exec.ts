@@ -14,7 +14,7 @@ import { EXEC_TAIL_BYTES, type ExecRequest, type ExecResult } from '../core/agen
 import { FailureType } from '../core/errors';
 import { unsafePathReason } from '../core/paths';
 import { ConfinedDirectories, lstatOrUndefined, requestDirProblem, STATE_DIR } from './confine';
-import { AgentFailure, errorCode } from './failure';
+import { AgentFailure, errorCode, invalid } from './failure';
 import { openRegularFile } from './fileHash';
 import type { AgentLogger } from './log';
 
@@ -35,10 +35,6 @@ function execDir(executionId: string): string {
 
 function execLogPath(executionId: string, stream: ExecStreamName): string {
   return `${execDir(executionId)}/${stream}.log`;
-}
-
-function invalid(message: string): AgentFailure {
-  return new AgentFailure(FailureType.InvalidInput, message);
 }
 
 export function validateExecRequest(body: unknown): ExecRequest {

@@ -43,6 +43,11 @@ export class AgentFailure extends Error {
   }
 }
 
+/** A request of the wrong shape. */
+export function invalid(message: string): AgentFailure {
+  return new AgentFailure(FailureType.InvalidInput, message);
+}
+
 export function errorCode(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : undefined;

@@ -15,11 +15,11 @@ import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import type { LandFile, LandProgressEvent, LandRequest, LandResult } from '../core/agentProtocol';
-import { FailureType } from '../core/errors';
+import { FailureType, fetchFailureDetail } from '../core/errors';
 import { entriesProblems, fileDirectoryConflicts } from '../core/manifest';
 import { joinRelative, unsafePathReason } from '../core/paths';
 import { ConfinedDirectories, lstatOrUndefined, parentOf, requestDirProblem } from './confine';
-import { AgentFailure, toAgentFailure } from './failure';
+import { AgentFailure, invalid, toAgentFailure } from './failure';
 import { EMPTY_SHA256, hashOpenFile, openRegularFile } from './fileHash';
 import { NdjsonStream, ProgressTicker } from './http';
 import type { AgentLogger } from './log';
@@ -32,10 +32,6 @@ const TEMP_PREFIX = '.ferry-tmp-';
 
 export function isLandTempName(name: string): boolean {
   return name.startsWith(TEMP_PREFIX);
-}
-
-function invalid(message: string): AgentFailure {
-  return new AgentFailure(FailureType.InvalidInput, message);
 }
 
 /** The request with only the fields the protocol defines, or an UnsafePath / InvalidInput / UrlNotAllowed failure. */
@@ -209,7 +205,7 @@ async function downloadInto(handle: FileHandle, file: LandFile, progress: LandPr
     if (signal.aborted) throw err;
     // Errors with a syscall (ENOSPC among them) come from writing the temp file; fetch reports network trouble as TypeError with a cause.
     if (typeof (err as { syscall?: unknown }).syscall === 'string') throw toAgentFailure(err, file.path);
-    throw fail(describeFetchError(err));
+    throw fail(fetchFailureDetail(err));
   } finally {
     clearTimeout(idleTimer);
   }
@@ -223,10 +219,4 @@ function mismatch(file: LandFile, actual: string): AgentFailure {
   return new AgentFailure(FailureType.ChecksumMismatch, `blob for ${JSON.stringify(file.path)} does not match: expected ${file.size} bytes with sha256 ${file.sha256}, got ${actual}`, {
     path: file.path,
   });
-}
-
-function describeFetchError(err: unknown): string {
-  const cause = (err as { cause?: { code?: unknown; message?: unknown } }).cause;
-  const detail = cause?.code ?? cause?.message;
-  return typeof detail === 'string' ? detail : (err as Error).message;
 }
