@@ -19,13 +19,17 @@ import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 // ---------------------------------------------------------------------------
 // Tools
 
-export type ToolName = 'temporal' | 'weed' | 'rclone';
+export type ToolName = 'temporal' | 'weed' | 'rclone' | 'moto';
 
 const TOOL_LABEL: Record<ToolName, string> = {
   temporal: 'the Temporal CLI',
   weed: 'SeaweedFS (weed)',
   rclone: 'rclone',
+  moto: "moto's AWS API emulator (moto_server)",
 };
+
+/** The executable each tool installs, when it differs from the tool's name. */
+const TOOL_BINARY: Partial<Record<ToolName, string>> = { moto: 'moto_server' };
 
 /** A required external binary is not installed (or an override points nowhere). */
 export class ToolMissingError extends Error {
@@ -70,9 +74,9 @@ export function resolveTool(name: ToolName, repoRoot: string): string {
     }
     return abs;
   }
-  const local = path.join(repoRoot, '.tools', 'bin', name);
+  const local = path.join(repoRoot, '.tools', 'bin', TOOL_BINARY[name] ?? name);
   if (isExecutableFile(local)) return local;
-  const only = name === 'rclone' ? 'rclone' : 'temporal,weed';
+  const only = name === 'temporal' || name === 'weed' ? 'temporal,weed' : name;
   const hint =
     `run \`npm run tools\` (scripts/install-tools.sh; \`bash scripts/install-tools.sh --only ${only}\` for just this) ` +
     `to install it into ${path.join(repoRoot, '.tools', 'bin')}, or set ${envVar} to an existing binary`;
@@ -802,4 +806,43 @@ export async function startS3Server(opts: S3ServerOptions): Promise<StartedServe
     }
     return Object.assign(stripInternal(proc), { ports, args, readyMs: Date.now() - started });
   }
+}
+
+// ---------------------------------------------------------------------------
+// moto (AWS API emulator; tests of the ECS and SSM drivers)
+
+export interface MotoServerOptions {
+  binary: string;
+  host: string;
+  port: number;
+  logFile: string;
+  /** Readiness deadline (default 60 s). */
+  readyTimeoutMs?: number;
+}
+
+/**
+ * Runs `moto_server` (one port for every AWS service) and resolves once its
+ * `/moto-api/` page answers. It checks no signatures: any credentials do.
+ */
+export async function startMotoServer(opts: MotoServerOptions): Promise<StartedServer & { endpoint: string }> {
+  await assertPortsFree([{ service: 'moto', port: opts.port }], opts.host);
+  const args = ['-H', opts.host, '-p', String(opts.port)];
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('AWS_')) env[k] = v;
+  const started = Date.now();
+  const proc = await spawnManaged({ name: 'moto', binary: opts.binary, args, env, logFile: opts.logFile, detached: false });
+  const endpoint = `http://${hostPort(opts.host, opts.port)}`;
+  let last = '/moto-api/ not answering yet';
+  await waitReady(
+    proc,
+    'moto',
+    opts.readyTimeoutMs ?? 60_000,
+    async () => {
+      const status = await httpStatus(`${endpoint}/moto-api/`);
+      last = status === undefined ? '/moto-api/ not answering yet' : `/moto-api/ answered ${status}`;
+      return status === 200;
+    },
+    () => last,
+  );
+  return Object.assign(stripInternal(proc), { ports: { moto: opts.port }, args, readyMs: Date.now() - started, endpoint });
 }

