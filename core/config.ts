@@ -20,6 +20,12 @@ export interface FerryConfig {
     presignExpirySeconds: number;
   };
   localAgent?: { url: string; token: string };
+  sessions: {
+    /** Secret session agent tokens are derived from (activities/sessionDriver sessionToken). Unset → this worker cannot run sessions. */
+    secret?: string;
+    /** Folder holding the roots of `local` sessions, one per session id. */
+    localDir: string;
+  };
 }
 
 /** Values a running embedded stack provides (see client/stack.ts); all optional. */
@@ -40,6 +46,8 @@ export const SETTINGS = {
   FERRY_PRESIGN_EXPIRY_SECONDS: 'lifetime of presigned URLs handed to targets (default 900, 60..3600)',
   FERRY_LOCAL_AGENT_URL: 'URL of the local runtime agent (the "local" target)',
   FERRY_LOCAL_AGENT_TOKEN: 'bearer token of the local runtime agent',
+  FERRY_SESSION_SECRET: 'secret (at least 32 characters) session agent tokens are derived from; required to run pipelines',
+  FERRY_SESSIONS_DIR: 'folder holding local session roots (default .ferry/sessions under the working directory)',
 } as const;
 
 export type SettingName = keyof typeof SETTINGS;
@@ -93,6 +101,9 @@ export function resolveConfig(env: Record<string, string | undefined>, stack: St
   if (agentUrl !== undefined && !/^https?:\/\/\S+$/.test(agentUrl)) throw new ConfigError('FERRY_LOCAL_AGENT_URL', `expected an http(s) URL, got ${JSON.stringify(agentUrl)}`);
   if (agentUrl !== undefined && agentToken === undefined) throw new ConfigError('FERRY_LOCAL_AGENT_TOKEN', 'required when FERRY_LOCAL_AGENT_URL is set');
 
+  const sessionSecret = read('FERRY_SESSION_SECRET');
+  if (sessionSecret !== undefined && sessionSecret.length < 32) throw new ConfigError('FERRY_SESSION_SECRET', `must be at least 32 characters, got ${sessionSecret.length}`);
+
   return {
     temporal: {
       address,
@@ -110,6 +121,7 @@ export function resolveConfig(env: Record<string, string | undefined>, stack: St
       presignExpirySeconds,
     },
     localAgent: agentUrl && agentToken ? { url: agentUrl.replace(/\/$/, ''), token: agentToken } : undefined,
+    sessions: { secret: sessionSecret, localDir: read('FERRY_SESSIONS_DIR') ?? '.ferry/sessions' },
   };
 }
 
