@@ -14,7 +14,13 @@ import type {
   ListFilesRequest,
   ListFilesStreamEvent,
 } from '../core/agentProtocol';
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { CONTENT_ROUTE_PREFIX } from '../core/agentProtocol';
 import { fetchFailureDetail } from '../core/errors';
+import type { TargetFile } from '../core/verify';
 
 /** Thrown for every failed agent call; `type` is the agent's error type or a transport one. */
 export class AgentRequestError extends Error {
@@ -75,6 +81,67 @@ export class AgentClient {
     onEvent: (event: ListFilesStreamEvent) => void,
   ): Promise<Extract<ListFilesStreamEvent, { type: 'result' }>> {
     return this.stream('/v1/files', request, onEvent);
+  }
+
+  /** Files under `request.dir`, hashed on the target now, with the target's boot id. */
+  async hashedFiles(request: Omit<ListFilesRequest, 'hash'>, onProgress: (filesDone: number, bytesDone: number) => void = () => undefined): Promise<{ bootId: string; files: TargetFile[] }> {
+    const files: TargetFile[] = [];
+    const result = await this.listFiles({ ...request, hash: true }, (event) => {
+      if (event.type === 'progress') onProgress(event.filesDone, event.bytesDone);
+      if (event.type !== 'file') return;
+      if (event.sha256 === undefined) throw new AgentRequestError('TargetUnavailable', `runtime agent at ${this.endpoint.url} listed ${event.path} without the sha256 it was asked for`);
+      files.push({ path: event.path, size: event.size, mode: event.mode, sha256: event.sha256 });
+    });
+    return { bootId: result.bootId, files };
+  }
+
+  /** Sizes and modes only: a cheap presence check that reads no file. */
+  async statFiles(request: Omit<ListFilesRequest, 'hash'>): Promise<{ bootId: string; files: { path: string; size: number; mode: number }[] }> {
+    const files: { path: string; size: number; mode: number }[] = [];
+    const result = await this.listFiles({ ...request, hash: false }, (event) => {
+      if (event.type === 'file') files.push({ path: event.path, size: event.size, mode: event.mode });
+    });
+    return { bootId: result.bootId, files };
+  }
+
+  /** Saves the bytes of the file at `path` (relative to the agent root) to `destination`; returns their size and sha256. */
+  downloadFile(path: string, destination: string): Promise<{ size: number; sha256: string }> {
+    return this.download(CONTENT_ROUTE_PREFIX + path.split('/').map(encodeURIComponent).join('/'), destination);
+  }
+
+  /** Saves an execution's full stdout or stderr log to `destination`. */
+  downloadLog(executionId: string, stream: 'stdout' | 'stderr', destination: string): Promise<{ size: number; sha256: string }> {
+    return this.download(`/v1/logs/${encodeURIComponent(executionId)}/${stream}`, destination);
+  }
+
+  /** GETs `route` into a file, hashing on the way; the idle deadline resets with every chunk. */
+  private async download(route: string, destination: string): Promise<{ size: number; sha256: string }> {
+    const controller = new AbortController();
+    const idle = setTimeout(() => controller.abort(), this.idleTimeoutMs);
+    const hash = createHash('sha256');
+    let size = 0;
+    try {
+      const response = await this.request('GET', route, undefined, controller);
+      const expected = Number(response.headers.get('content-length'));
+      const counter = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          idle.refresh();
+          hash.update(chunk);
+          size += chunk.length;
+          done(null, chunk);
+        },
+      });
+      await pipeline(Readable.fromWeb(response.body as never), counter, createWriteStream(destination));
+      if (Number.isFinite(expected) && size !== expected) {
+        throw new AgentRequestError('TargetUnavailable', `runtime agent at ${this.endpoint.url} sent ${size} of ${expected} bytes for ${route}`);
+      }
+      return { size, sha256: hash.digest('hex') };
+    } catch (err) {
+      if (err instanceof AgentRequestError) throw err;
+      throw new AgentRequestError('TargetUnavailable', `download of ${route} from runtime agent at ${this.endpoint.url} broke: ${fetchFailureDetail(err)}`);
+    } finally {
+      clearTimeout(idle);
+    }
   }
 
   private async request(method: string, route: string, body: unknown, controller: AbortController): Promise<Response> {

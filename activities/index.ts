@@ -4,21 +4,28 @@
  */
 import type { AgentEndpoint } from './agentClient';
 import { createBlobActivities, type UploadTuning } from './blobs';
+import { createInputActivities } from './inputs';
 import { createLocalSourceActivities } from './localSource';
 import type { S3BlobStore } from './s3BlobStore';
+import { createSessionActivities, type SessionDeps } from './session';
 import { createTargetActivities } from './target';
 
 export interface ActivityDeps {
   blobs: S3BlobStore;
   localAgent?: AgentEndpoint;
   uploadTuning?: Partial<UploadTuning>;
+  /** Session drivers by target kind, and the secret session tokens derive from. */
+  sessions?: Omit<SessionDeps, 'blobs'>;
 }
 
 export function createActivities(deps: ActivityDeps) {
+  const sessions = deps.sessions ?? { drivers: {} };
   return {
     ...createLocalSourceActivities({ blobs: deps.blobs }),
     ...createBlobActivities({ blobs: deps.blobs, tuning: deps.uploadTuning }),
-    ...createTargetActivities({ blobs: deps.blobs, localAgent: deps.localAgent }),
+    ...createTargetActivities({ blobs: deps.blobs, localAgent: deps.localAgent, sessionSecret: sessions.secret }),
+    ...createInputActivities({ blobs: deps.blobs }),
+    ...createSessionActivities({ blobs: deps.blobs, ...sessions }),
   };
 }
 

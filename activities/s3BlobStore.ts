@@ -5,6 +5,9 @@
  * corrupted or substituted manifest is caught before it is acted on.
  */
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -67,6 +70,18 @@ export class StoredChecksumMismatchError extends Error {
 }
 
 /** Thrown when a manifest is not in the store. */
+/** Thrown by putFileAsBlob when the file's bytes no longer hash to the blob's key. */
+export class BlobSourceChangedError extends Error {
+  constructor(
+    readonly path: string,
+    readonly expectedSha256: string,
+    readonly actualSha256: string,
+  ) {
+    super(`${path} changed while it was stored (sha256 ${actualSha256}, expected ${expectedSha256})`);
+    this.name = 'BlobSourceChangedError';
+  }
+}
+
 export class ManifestMissingError extends Error {
   constructor(readonly digest: string) {
     super(`manifest ${digest} is not in the blob store`);
@@ -189,6 +204,87 @@ export class S3BlobStore {
       if (isDigestRejection(err)) throw new BodyDigestRejectedError(key, err);
       throw err;
     }
+  }
+
+  /**
+   * Stores the file at `absolutePath` as the blob `sha256` unless the store
+   * has it; large files go up in parts. S3 checks every body's sha256, so a
+   * file that no longer matches `sha256` is refused, never stored.
+   * Returns whether bytes were sent.
+   */
+  async putFileAsBlob(absolutePath: string, sha256: string, size: number, partSizeBytes = 8 << 20): Promise<boolean> {
+    if (await this.hasObject(this.blobKey(sha256))) return false;
+    const handle = await open(absolutePath, 'r');
+    try {
+      const readAt = async (position: number, length: number) => {
+        const buffer = Buffer.alloc(length);
+        const { bytesRead } = await handle.read(buffer, 0, length, position);
+        return buffer.subarray(0, bytesRead);
+      };
+      if (size <= partSizeBytes) {
+        await this.putVerified(this.blobKey(sha256), await readAt(0, size), sha256);
+        return true;
+      }
+      const state = await this.createMultipart(sha256);
+      try {
+        const parts: CompletedPart[] = [];
+        // Each part's checksum is checked by S3; the whole must hash to its key before it is completed.
+        const whole = createHash('sha256');
+        for (let position = 0, partNumber = 1; position < size; position += partSizeBytes, partNumber++) {
+          const body = await readAt(position, Math.min(partSizeBytes, size - position));
+          whole.update(body);
+          parts.push(await this.uploadPart(state, partNumber, body));
+        }
+        const actual = whole.digest('hex');
+        if (actual !== sha256) throw new BlobSourceChangedError(absolutePath, sha256, actual);
+        await this.completeMultipart(state, parts);
+      } catch (err) {
+        await this.abortMultipart(state).catch(() => undefined);
+        throw err;
+      }
+      return true;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Every object under `prefix` of `bucket` (any bucket these credentials can read), in key order. */
+  async *listObjects(bucket: string, prefix: string): AsyncGenerator<{ key: string; size: number }> {
+    let continuationToken: string | undefined;
+    do {
+      const page = await this.options.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: continuationToken }));
+      for (const object of page.Contents ?? []) yield { key: object.Key!, size: object.Size ?? 0 };
+      continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (continuationToken);
+  }
+
+  /** Saves one object to `destination`, hashing on the way. */
+  async downloadObject(bucket: string, key: string, destination: string): Promise<{ size: number; sha256: string }> {
+    const response = await this.options.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    const hash = createHash('sha256');
+    let size = 0;
+    const out = createWriteStream(destination);
+    try {
+      for await (const chunk of response.Body as AsyncIterable<Uint8Array>) {
+        hash.update(chunk);
+        size += chunk.length;
+        if (!out.write(chunk)) await once(out, 'drain');
+      }
+    } finally {
+      out.end();
+      await once(out, 'close');
+    }
+    return { size, sha256: hash.digest('hex') };
+  }
+
+  /** A blob's bytes, checked against its key. For small blobs (reports, logs people read). */
+  async getBlob(sha256: string): Promise<Buffer> {
+    const key = this.blobKey(sha256);
+    const response = await this.options.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key }));
+    const body = Buffer.from(await response.Body!.transformToByteArray());
+    const actual = createHash('sha256').update(body).digest('hex');
+    if (actual !== sha256) throw new StoredChecksumMismatchError(key, sha256, actual);
+    return body;
   }
 
   async putManifest(manifest: Manifest): Promise<ManifestRef> {

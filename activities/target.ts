@@ -8,19 +8,23 @@ import { Context } from '@temporalio/activity';
 import { FailureType, knownFailureType, type FailureTypeName } from '../core/errors';
 import { fileDirectoryConflicts, type ManifestEntry } from '../core/manifest';
 import { joinRelative } from '../core/paths';
+import type { SessionHandle, SessionTargetRef } from '../core/session';
 import { sessionRoot, startProgress, type TargetRef } from '../core/sync';
 import { compareLanding, describeLandingProblems, entriesNotHeld, landingIsComplete, type TargetFile } from '../core/verify';
 import { AgentClient, AgentRequestError, type AgentEndpoint } from './agentClient';
 import { blobStoreFailure } from './blobs';
 import { nonRetryable, retryable } from './failures';
+import { sessionToken } from './sessionDriver';
 import type { S3BlobStore } from './s3BlobStore';
 
 export interface LandingInput {
   sessionId: string;
-  target: TargetRef;
+  target: TargetRef | SessionTargetRef;
   /** Folder inside the session. */
   dest: string;
   manifestDigest: string;
+  /** A provisioned session (pipeline): land into its own agent's root instead of the shared local agent. */
+  session?: SessionHandle;
 }
 
 export interface LandManifestResult {
@@ -55,7 +59,7 @@ const NON_RETRYABLE_AGENT_ERRORS = new Set<FailureTypeName>([
 ]);
 
 /** Agent errors become failures of the same type; bad input and auth are not retried. */
-function agentFailure(err: unknown): unknown {
+export function agentFailure(err: unknown): unknown {
   if (!(err instanceof AgentRequestError)) return err;
   const details = { path: err.path, status: err.status };
   const type = knownFailureType(err.type) ?? FailureType.TargetUnavailable;
@@ -66,13 +70,22 @@ export interface TargetDeps {
   blobs: S3BlobStore;
   /** The runtime agent of the `local` target; unset when this worker has none. */
   localAgent?: AgentEndpoint;
+  /** FERRY_SESSION_SECRET, for landing into provisioned sessions. */
+  sessionSecret?: string;
 }
 
 export function createTargetActivities(deps: TargetDeps) {
-  const agentFor = (target: TargetRef): AgentClient => {
-    if (target.kind === 'local' && deps.localAgent) return new AgentClient(deps.localAgent);
-    throw nonRetryable(FailureType.UnknownTarget, `this worker has no ${JSON.stringify(target.kind)} target configured (set FERRY_LOCAL_AGENT_URL)`, {
-      target,
+  /** The agent to land on and the folder under its root. */
+  const destinationOf = (input: LandingInput): { agent: AgentClient; dir: string } => {
+    if (input.session) {
+      if (!deps.sessionSecret) {
+        throw nonRetryable(FailureType.SessionsNotConfigured, 'this worker cannot reach sessions: set FERRY_SESSION_SECRET (the same on every worker)', { sessionId: input.sessionId });
+      }
+      return { agent: new AgentClient({ url: input.session.agentUrl, token: sessionToken(deps.sessionSecret, input.session.sessionId) }), dir: input.dest };
+    }
+    if (input.target.kind === 'local' && deps.localAgent) return { agent: new AgentClient(deps.localAgent), dir: joinRelative(sessionRoot(input.sessionId), input.dest) };
+    throw nonRetryable(FailureType.UnknownTarget, `this worker has no ${JSON.stringify(input.target.kind)} target configured (set FERRY_LOCAL_AGENT_URL)`, {
+      target: input.target,
     });
   };
 
@@ -97,12 +110,8 @@ export function createTargetActivities(deps: TargetDeps) {
     files: ManifestEntry[],
     onProgress: (filesDone: number, bytesDone: number) => void,
   ): Promise<{ bootId: string; held: TargetFile[] }> => {
-    const held: TargetFile[] = [];
-    const result = await agent.listFiles({ dir, paths: files.map((f) => f.path) }, (event) => {
-      if (event.type === 'file') held.push({ path: event.path, size: event.size, mode: event.mode, sha256: event.sha256 });
-      else if (event.type === 'progress') onProgress(event.filesDone, event.bytesDone);
-    });
-    return { bootId: result.bootId, held };
+    const { bootId, files: held } = await agent.hashedFiles({ dir, paths: files.map((f) => f.path) }, onProgress);
+    return { bootId, held };
   };
 
   return {
@@ -114,8 +123,7 @@ export function createTargetActivities(deps: TargetDeps) {
     async landManifest(input: LandingInput): Promise<LandManifestResult> {
       const context = Context.current();
       const files = await loadEntries(input.manifestDigest);
-      const agent = agentFor(input.target);
-      const dir = joinRelative(sessionRoot(input.sessionId), input.dest);
+      const { agent, dir } = destinationOf(input);
       try {
         const { bootId } = await agent.health();
         const progress = startProgress('landManifest', files);
@@ -159,8 +167,7 @@ export function createTargetActivities(deps: TargetDeps) {
     async verifyLanding(input: VerifyLandingInput): Promise<VerifyLandingResult> {
       const context = Context.current();
       const files = await loadEntries(input.manifestDigest);
-      const agent = agentFor(input.target);
-      const dir = joinRelative(sessionRoot(input.sessionId), input.dest);
+      const { agent, dir } = destinationOf(input);
       const progress = startProgress('verifyLanding', files);
       context.heartbeat(progress);
       let bootId: string;

@@ -115,11 +115,7 @@ export function formatSyncSummary(summary: SyncSummary): string {
 export async function listTargetFiles(config: FerryConfig, sessionId: string, dest: string): Promise<{ bootId: string; files: TargetFile[] }> {
   if (!config.localAgent) throw new CommandError('no local runtime agent configured: start the stack with `ferry up --detach` or set FERRY_LOCAL_AGENT_URL');
   const agent = new AgentClient(config.localAgent, { idleTimeoutMs: 60_000 });
-  const files: TargetFile[] = [];
-  const result = await agent.listFiles({ dir: joinRelative(sessionRoot(sessionId), dest) }, (event) => {
-    if (event.type === 'file') files.push({ path: event.path, size: event.size, mode: event.mode, sha256: event.sha256 });
-  });
-  return { bootId: result.bootId, files };
+  return agent.hashedFiles({ dir: joinRelative(sessionRoot(sessionId), dest) });
 }
 
 export function formatFiles(sessionId: string, dest: string, listing: { bootId: string; files: TargetFile[] }): string {

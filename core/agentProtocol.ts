@@ -67,6 +67,8 @@ export interface ListFilesRequest {
   dir: string;
   /** Only these relative paths (missing ones are simply not listed); all files when absent. */
   paths?: string[];
+  /** Default true. False lists sizes and modes only: a cheap presence check, never a verification. */
+  hash?: boolean;
 }
 
 export interface ListedFileEvent {
@@ -74,7 +76,8 @@ export interface ListedFileEvent {
   path: string;
   size: number;
   mode: number;
-  sha256: string;
+  /** Absent when the request asked for `hash: false`. */
+  sha256?: string;
 }
 
 export interface ListFilesProgressEvent {
@@ -119,6 +122,13 @@ export interface ExecResult {
 }
 
 export const EXEC_TAIL_BYTES = 4096;
+
+/**
+ * `GET /v1/content/<path>` — the bytes of one regular file under the root
+ * (each path segment URI-encoded). Symlinks, folders and paths outside the
+ * root are refused; the caller hashes what it receives.
+ */
+export const CONTENT_ROUTE_PREFIX = '/v1/content/';
 
 /** Body of every non-2xx response, and of a final `error` line in a stream. */
 export interface AgentError {

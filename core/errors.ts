@@ -38,6 +38,20 @@ export const FailureType = {
   BlobDownloadFailed: 'BlobDownloadFailed',
   /** The target kind is not known to this worker. Non-retryable. */
   UnknownTarget: 'UnknownTarget',
+  /** The session's runtime agent could not be started or reached. Retryable. */
+  SessionUnavailable: 'SessionUnavailable',
+  /** This worker cannot run sessions (no FERRY_SESSION_SECRET). Non-retryable. */
+  SessionsNotConfigured: 'SessionsNotConfigured',
+  /** Two inputs of a session hold the same path with different contents. Non-retryable. */
+  InputConflict: 'InputConflict',
+  /** An S3 input could not be read (no such bucket or prefix, access denied). */
+  InputNotFound: 'InputNotFound',
+  /** A pipeline stage saw no update or signal for its idle timeout. Fails the workflow. */
+  StageIdleTimeout: 'StageIdleTimeout',
+  /** Someone sent the `abort` signal; the message is their reason. Fails the workflow. */
+  PipelineAborted: 'PipelineAborted',
+  /** A file under artifacts/ changed while it was collected. Retryable. */
+  ArtifactChanged: 'ArtifactChanged',
 } as const;
 
 export type FailureTypeName = (typeof FailureType)[keyof typeof FailureType];

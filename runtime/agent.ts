@@ -5,16 +5,18 @@
  * prefixes it was started with.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdir, realpath } from 'node:fs/promises';
+import { mkdir, realpath, type FileHandle } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { AGENT_API_VERSION, type AgentHealth } from '../core/agentProtocol';
+import { AGENT_API_VERSION, CONTENT_ROUTE_PREFIX, type AgentHealth } from '../core/agentProtocol';
 import { FailureType } from '../core/errors';
-import { ConfinedDirectories } from './confine';
+import { unsafePathReason } from '../core/paths';
+import { ConfinedDirectories, parentOf } from './confine';
 import { ExecRunner, isExecutionId, openExecLog, validateExecRequest } from './exec';
 import { AgentFailure, toAgentFailure } from './failure';
+import { openRegularFile } from './fileHash';
 import { BearerToken, NdjsonStream, readJsonBody, sendFailure, sendJson } from './http';
 import { checkLandDirectories, landFiles, validateLandRequest } from './land';
 import { listFiles, validateListFilesRequest } from './listFiles';
@@ -172,6 +174,10 @@ async function dispatch(req: IncomingMessage, res: ServerResponse, route: string
     requireMethod(req, res, 'GET');
     return handleLogs(route.slice(LOGS_ROUTE_PREFIX.length), res, state);
   }
+  if (route.startsWith(CONTENT_ROUTE_PREFIX)) {
+    requireMethod(req, res, 'GET');
+    return handleContent(route.slice(CONTENT_ROUTE_PREFIX.length), res, state);
+  }
   throw new AgentFailure(FailureType.InvalidInput, `no such route: ${route}`, { status: 404 });
 }
 
@@ -195,6 +201,41 @@ async function handleListFiles(req: IncomingMessage, res: ServerResponse, state:
   stream.end();
 }
 
+async function handleContent(encodedPath: string, res: ServerResponse, state: AgentState): Promise<void> {
+  let path: string;
+  try {
+    path = encodedPath.split('/').map(decodeURIComponent).join('/');
+  } catch {
+    throw new AgentFailure(FailureType.InvalidInput, `path ${JSON.stringify(encodedPath)} is not URI-encoded`);
+  }
+  const reason = unsafePathReason(path);
+  if (reason !== undefined) throw new AgentFailure(FailureType.UnsafePath, `path ${JSON.stringify(path)}: ${reason}`, { path });
+  const directories = new ConfinedDirectories(state.root);
+  // The parent must be a real folder inside the root (no symlinked folder on the way); the file itself is opened without following links.
+  const handle = (await directories.inspect(parentOf(path))) === 'directory' ? await openRegularFile(directories.absolute(path)) : undefined;
+  if (!handle) throw new AgentFailure(FailureType.InvalidInput, `no regular file at ${JSON.stringify(path)}`, { status: 404, path });
+  await sendOpenFile(handle, res, 'application/octet-stream');
+}
+
+/** Sends exactly the bytes the file holds now (a writer may still be appending), matching the content-length. */
+async function sendOpenFile(handle: FileHandle, res: ServerResponse, contentType: string): Promise<void> {
+  let size: number;
+  try {
+    size = (await handle.stat()).size;
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+  res.writeHead(200, { 'content-type': contentType, 'content-length': size, 'cache-control': 'no-store' });
+  if (size === 0) {
+    await handle.close();
+    res.end();
+    return;
+  }
+  // The read stream owns the handle from here and closes it, also when the client goes away.
+  await pipeline(handle.createReadStream({ start: 0, end: size - 1 }), res);
+}
+
 async function handleLogs(rest: string, res: ServerResponse, state: AgentState): Promise<void> {
   const [executionId, stream, ...extra] = rest.split('/');
   if (!isExecutionId(executionId)) throw new AgentFailure(FailureType.InvalidInput, `${JSON.stringify(executionId)} is not an executionId`);
@@ -203,20 +244,5 @@ async function handleLogs(rest: string, res: ServerResponse, state: AgentState):
   }
   const handle = await openExecLog(state.root, executionId, stream);
   if (!handle) throw new AgentFailure(FailureType.InvalidInput, `no ${stream} log for execution ${executionId}`, { status: 404 });
-  let size: number;
-  try {
-    // A running command may still be writing: send exactly the bytes there are now, matching the content-length.
-    size = (await handle.stat()).size;
-  } catch (err) {
-    await handle.close();
-    throw err;
-  }
-  res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': size, 'cache-control': 'no-store' });
-  if (size === 0) {
-    await handle.close();
-    res.end();
-    return;
-  }
-  // The read stream owns the handle from here and closes it, also when the client goes away.
-  await pipeline(handle.createReadStream({ start: 0, end: size - 1 }), res);
+  await sendOpenFile(handle, res, 'text/plain; charset=utf-8');
 }

@@ -70,3 +70,15 @@ export async function hashRegularFile(absolute: string, signal?: AbortSignal): P
     await handle.close();
   }
 }
+
+/** Size and mode of the regular file at `absolute` without reading it, or undefined when there is none. */
+export async function statRegularFile(absolute: string): Promise<{ size: number; mode: number } | undefined> {
+  const handle = await openRegularFile(absolute);
+  if (!handle) return undefined;
+  try {
+    const stats = await handle.stat();
+    return { size: stats.size, mode: stats.mode & 0o7777 };
+  } finally {
+    await handle.close();
+  }
+}

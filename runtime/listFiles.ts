@@ -10,25 +10,28 @@ import { FailureType } from '../core/errors';
 import { joinRelative, unsafePathReason } from '../core/paths';
 import { ConfinedDirectories, parentOf, requestDirProblem } from './confine';
 import { AgentFailure, errorCode, toAgentFailure } from './failure';
-import { hashRegularFile, type HashedFile } from './fileHash';
+import { hashRegularFile, statRegularFile, type HashedFile } from './fileHash';
 import { NdjsonStream, ProgressTicker } from './http';
 import { isLandTempName } from './land';
 import type { AgentLogger } from './log';
 
 const HASH_CONCURRENCY = 8;
 
+type ListedFile = Omit<HashedFile, 'sha256'> & { sha256?: string };
+
 export function validateListFilesRequest(body: unknown): ListFilesRequest {
   if (typeof body !== 'object' || body === null) throw new AgentFailure(FailureType.InvalidInput, 'files request is not an object');
-  const { dir, paths } = body as Partial<ListFilesRequest>;
+  const { dir, paths, hash } = body as Partial<ListFilesRequest>;
   const dirProblem = requestDirProblem(dir);
   if (dirProblem !== undefined) throw new AgentFailure(FailureType.UnsafePath, `dir ${JSON.stringify(dir)}: ${dirProblem}`, { path: String(dir) });
-  if (paths === undefined) return { dir: dir as string };
+  if (hash !== undefined && typeof hash !== 'boolean') throw new AgentFailure(FailureType.InvalidInput, 'files request hash must be true or false');
+  if (paths === undefined) return { dir: dir as string, hash };
   if (!Array.isArray(paths)) throw new AgentFailure(FailureType.InvalidInput, 'files request paths is not an array');
   for (const path of paths) {
     const reason = unsafePathReason(path);
     if (reason !== undefined) throw new AgentFailure(FailureType.UnsafePath, `path ${JSON.stringify(path)}: ${reason}`, { path: String(path) });
   }
-  return { dir: dir as string, paths: paths as string[] };
+  return { dir: dir as string, paths: paths as string[], hash };
 }
 
 export interface ListFilesContext {
@@ -94,14 +97,15 @@ export async function listFiles(request: ListFilesRequest, context: ListFilesCon
   const started = Date.now();
   try {
     const paths = await selectFilesToList(request, context.directories, signal);
+    const inspect = request.hash === false ? statRegularFile : hashRegularFile;
     await forEachInOrder(
       paths,
-      (path) => hashRegularFile(context.directories.absolute(joinRelative(request.dir, path)), signal),
-      async (hashed, path) => {
-        if (!hashed) return;
+      (path) => inspect(context.directories.absolute(joinRelative(request.dir, path)), signal),
+      async (file, path) => {
+        if (!file) return;
         progress.filesDone++;
-        progress.bytesDone += hashed.size;
-        const event: ListedFileEvent = { type: 'file', path, size: hashed.size, mode: hashed.mode, sha256: hashed.sha256 };
+        progress.bytesDone += file.size;
+        const event: ListedFileEvent = { type: 'file', path, size: file.size, mode: file.mode, sha256: file.sha256 };
         await stream.send(event);
       },
     );
@@ -120,10 +124,10 @@ export async function listFiles(request: ListFilesRequest, context: ListFilesCon
 /** Runs `work` on up to HASH_CONCURRENCY items at once but hands results to `consume` in input order. */
 async function forEachInOrder(
   items: string[],
-  work: (item: string) => Promise<HashedFile | undefined>,
-  consume: (result: HashedFile | undefined, item: string) => Promise<void>,
+  work: (item: string) => Promise<ListedFile | undefined>,
+  consume: (result: ListedFile | undefined, item: string) => Promise<void>,
 ): Promise<void> {
-  const running: Promise<HashedFile | undefined>[] = [];
+  const running: Promise<ListedFile | undefined>[] = [];
   let next = 0;
   const startNext = () => {
     const promise = work(items[next++]);
@@ -133,7 +137,7 @@ async function forEachInOrder(
   };
   while (next < items.length && running.length < HASH_CONCURRENCY) startNext();
   for (const item of items) {
-    const result = await (running.shift() as Promise<HashedFile | undefined>);
+    const result = await (running.shift() as Promise<ListedFile | undefined>);
     if (next < items.length) startNext();
     await consume(result, item);
   }

@@ -4,6 +4,7 @@
  */
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities';
+import { createLocalSessionDriver } from '../activities/localSessions';
 import { S3BlobStore, createS3Clients } from '../activities/s3BlobStore';
 import type { FerryConfig } from '../core/config';
 
@@ -17,7 +18,8 @@ export function activityDepsFromConfig(config: FerryConfig): ActivityDeps {
     prefix: config.s3.prefix,
     presignExpirySeconds: config.s3.presignExpirySeconds,
   });
-  return { blobs, localAgent: config.localAgent };
+  const local = createLocalSessionDriver({ sessionsDir: config.sessions.localDir, allowedUrlPrefixes: async () => [await blobs.blobUrlPrefix()] });
+  return { blobs, localAgent: config.localAgent, sessions: { secret: config.sessions.secret, drivers: { local } } };
 }
 
 export interface FerryWorkerOptions {

@@ -2,8 +2,9 @@
  * Names shared by workflows, client and tests: search attributes, queries,
  * task queue. Side-effect free, so every side can import it.
  */
-import { defineQuery } from '@temporalio/workflow';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import { defineSearchAttributeKey } from '@temporalio/common';
+import type { AbortRequest, AddInputsRequest, ExecuteRequest, ExecuteResult, FinishStageRequest, PipelineState, TimelineStep } from '../core/pipeline';
 
 export const FerrySessionId = defineSearchAttributeKey('FerrySessionId', 'KEYWORD');
 export const FerryStage = defineSearchAttributeKey('FerryStage', 'KEYWORD');
@@ -25,3 +26,14 @@ export interface SyncState {
 }
 
 export const syncStateQuery = defineQuery<SyncState>('state');
+
+/** Runs code in the current stage once the session's inputs are verified; returns its exit code and output tails. */
+export const executeUpdate = defineUpdate<ExecuteResult, [ExecuteRequest]>('execute');
+/** Ends the current stage: its artifacts are collected, then the next stage begins. */
+export const finishStageSignal = defineSignal<[FinishStageRequest?]>('finishStage');
+/** More inputs for data/, synced and verified before the next execution. */
+export const addInputsSignal = defineSignal<[AddInputsRequest]>('addInputs');
+/** Releases the session and fails the pipeline with the reason given. */
+export const abortSignal = defineSignal<[AbortRequest]>('abort');
+export const pipelineStateQuery = defineQuery<PipelineState>('state');
+export const pipelineTimelineQuery = defineQuery<TimelineStep[]>('timeline');

@@ -1,1 +1,2 @@
 export { syncWorkflow } from './sync';
+export { pipelineWorkflow } from './pipeline';

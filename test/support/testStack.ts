@@ -4,7 +4,7 @@
  * worker. Everything lives in one temp folder and is stopped by `stop()`.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -56,6 +56,8 @@ export interface TestStackOptions {
    * share one event loop and one core.
    */
   agentProcess?: boolean;
+  /** Serve the dev server's Web UI (on a free port, `webUiUrl`). */
+  webUi?: boolean;
 }
 
 /** The runtime agent as a child process, answering once its health check passes. */
@@ -92,6 +94,19 @@ async function startAgentProcess(dir: string, options: { root: string; token: st
   }
 }
 
+async function killSessionAgents(sessionsDir: string): Promise<void> {
+  const sessions = await readdir(sessionsDir).catch(() => [] as string[]);
+  for (const session of sessions) {
+    const record = await readFile(path.join(sessionsDir, session, 'agent.json'), 'utf8').catch(() => undefined);
+    if (!record) continue;
+    try {
+      process.kill((JSON.parse(record) as { pid: number }).pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
 export async function startTestStack(options: TestStackOptions = {}): Promise<TestStack> {
   installQuietRuntime();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-test-'));
@@ -104,6 +119,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     const root = repoRoot();
     const host = '127.0.0.1';
     const [temporalPort, s3Port] = [await freePort(), await freePort()];
+    const uiPort = options.webUi ? await freePort() : undefined;
     const s3Secret = randomBytes(16).toString('hex');
     const [temporal, s3] = await Promise.all([
       startTemporalDevServer({
@@ -111,6 +127,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
         dbFile: path.join(dir, 'temporal.db'),
         host,
         port: temporalPort,
+        uiPort,
         namespace: 'default',
         searchAttributes: SEARCH_ATTRIBUTES,
         logFile: path.join(dir, 'logs', 'temporal.log'),
@@ -145,9 +162,14 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
       FERRY_S3_SECRET_ACCESS_KEY: s3Secret,
       FERRY_LOCAL_AGENT_URL: agent.url,
       FERRY_LOCAL_AGENT_TOKEN: agentToken,
+      FERRY_SESSION_SECRET: randomBytes(32).toString('hex'),
+      FERRY_SESSIONS_DIR: path.join(dir, 'sessions'),
+      ...(uiPort ? { FERRY_WEB_UI_URL: `http://${host}:${uiPort}` } : {}),
     };
     const config = resolveConfig({}, settings);
     const deps = activityDepsFromConfig(config);
+    // Session agents run detached (they outlive a worker on purpose); a test that fails mid-pipeline must not leak them.
+    cleanups.push(() => killSessionAgents(path.join(dir, 'sessions')));
 
     const connection = await Connection.connect({ address: config.temporal.address });
     cleanups.push(() => connection.close());

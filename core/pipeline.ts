@@ -1,0 +1,244 @@
+/**
+ * Input, state and results of the pipeline workflow. Plain JSON so
+ * `temporal workflow start --input` and the Web UI can start it.
+ */
+import { parseDurationMs } from './duration';
+import { sessionIdProblem } from './sync';
+import { SESSION_TARGET_KINDS, type SessionHandle, type SessionTargetRef } from './session';
+
+export const DEFAULT_STAGES = ['coder', 'validator', 'reporter'] as const;
+export const EXECUTE_LANGUAGES = ['bash', 'python', 'node'] as const;
+export type ExecuteLanguage = (typeof EXECUTE_LANGUAGES)[number];
+
+/** A folder or file on the worker's machine, or everything under an S3 prefix. */
+export type PipelineInputRef = { path: string } | { s3: string };
+
+export interface PipelineInput {
+  sessionId: string;
+  /** Default `{ kind: 'local' }`. */
+  target?: SessionTargetRef;
+  inputs?: PipelineInputRef[];
+  /** Default coder → validator → reporter. */
+  stages?: string[];
+  /** How long a stage may go without an update or signal, e.g. "30m" (default). */
+  stageIdleTimeout?: string;
+  /** Continue-as-new once history holds this many events (default 10,000). */
+  maxHistoryEvents?: number;
+}
+
+export interface NormalizedPipelineInput {
+  sessionId: string;
+  target: SessionTargetRef;
+  inputs: PipelineInputRef[];
+  stages: string[];
+  stageIdleTimeoutMs: number;
+  maxHistoryEvents: number;
+}
+
+export interface ExecuteRequest {
+  code: string;
+  language: ExecuteLanguage;
+  /** Default 600 s. */
+  timeoutSeconds?: number;
+}
+
+export interface ExecuteResult {
+  executionId: string;
+  stage: string;
+  exitCode: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  /** Last bytes (≤ 4 KB) of each stream; the full logs are blobs in S3. */
+  stdoutTail: string;
+  stderrTail: string;
+  stdoutBytes: number;
+  stderrBytes: number;
+  /** S3 key of the full stdout log (content-addressed blob). */
+  logKey: string;
+  /** S3 key of the full stderr log. */
+  stderrLogKey: string;
+  durationMs: number;
+  /** Boot id of the session the code ran on. */
+  bootId: string;
+}
+
+export interface FinishStageRequest {
+  summary?: string;
+}
+
+export interface AddInputsRequest {
+  inputs: PipelineInputRef[];
+}
+
+export interface AbortRequest {
+  reason: string;
+}
+
+export interface ArtifactFile {
+  path: string;
+  size: number;
+  sha256: string;
+  key: string;
+}
+
+export interface StageArtifacts {
+  stage: string;
+  manifestDigest: string;
+  manifestKey: string;
+  filesTotal: number;
+  bytesTotal: number;
+  /** The first files (all, for the usual handful); the manifest lists every one. */
+  files: ArtifactFile[];
+}
+
+export interface InputState {
+  ref: PipelineInputRef;
+  manifestDigest: string;
+  filesTotal: number;
+  bytesTotal: number;
+}
+
+export interface StageState {
+  name: string;
+  status: 'pending' | 'running' | 'finished';
+  executions: number;
+  summary?: string;
+  artifacts?: StageArtifacts;
+}
+
+/** One step the workflow ran, for the `timeline` query and `ferry status`. */
+export interface TimelineStep {
+  step: string;
+  stage?: string;
+  startedAt: string;
+  endedAt?: string;
+  outcome?: 'ok' | 'failed';
+  detail?: string;
+}
+
+export interface PipelineState {
+  sessionId: string;
+  status: 'provisioning' | 'syncing' | 'running' | 'collecting' | 'releasing' | 'completed' | 'failed';
+  stage?: string;
+  stages: StageState[];
+  session?: SessionHandle;
+  inputs: InputState[];
+  /** Composite manifest of everything verified under data/. */
+  dataManifestDigest?: string;
+  /** Boot id data/ was last verified on. */
+  verifiedBootId?: string;
+  /** Sessions restarts detected (new boot id) and healed by landing again. */
+  restartsDetected: number;
+  executionsTotal: number;
+  /** Runs of this workflow id so far (continue-as-new). */
+  run: number;
+}
+
+export interface PipelineResult {
+  sessionId: string;
+  stages: StageState[];
+  inputs: InputState[];
+  dataManifestDigest?: string;
+  executionsTotal: number;
+  restartsDetected: number;
+}
+
+/** What one run hands the next on continue-as-new. */
+export interface PipelineCarryOver {
+  state: PipelineState;
+  timeline: TimelineStep[];
+  /** Executions per stage so far, so new execution ids never repeat an old one. */
+  executionCounter: number;
+  pendingInputs: PipelineInputRef[];
+  stageIndex: number;
+  stageFirstExecutionDone: boolean;
+}
+
+export function pipelineWorkflowId(sessionId: string): string {
+  return `pipeline-${sessionId}`;
+}
+
+const MAX_CODE_BYTES = 100 * 1024;
+const MAX_TIMEOUT_SECONDS = 24 * 3600;
+const STAGE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
+
+export function inputRefProblem(ref: unknown, where: string): string | undefined {
+  if (typeof ref !== 'object' || ref === null) return `${where} must be {"path": "..."} or {"s3": "s3://bucket/prefix/"}`;
+  const { path, s3 } = ref as { path?: unknown; s3?: unknown };
+  if ((path === undefined) === (s3 === undefined)) return `${where} must have exactly one of "path" or "s3"`;
+  if (path !== undefined && (typeof path !== 'string' || path === '')) return `${where}.path must be a non-empty string`;
+  if (s3 !== undefined && (typeof s3 !== 'string' || !/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(s3))) return `${where}.s3 must look like s3://bucket/prefix/, got ${JSON.stringify(s3)}`;
+  return undefined;
+}
+
+export function inputRefsProblems(inputs: unknown, where: string): string[] {
+  if (!Array.isArray(inputs)) return [`${where} must be an array`];
+  return inputs.map((ref, i) => inputRefProblem(ref, `${where}[${i}]`)).filter((p): p is string => p !== undefined);
+}
+
+/** Validates and fills defaults; returns the problems instead of throwing so callers choose the error type. */
+export function normalizePipelineInput(raw: unknown): { ok: true; input: NormalizedPipelineInput } | { ok: false; problems: string[] } {
+  if (typeof raw !== 'object' || raw === null) return { ok: false, problems: ['input must be a JSON object'] };
+  const input = raw as Partial<PipelineInput>;
+  const problems: string[] = [];
+  const sessionProblem = sessionIdProblem(input.sessionId);
+  if (sessionProblem) problems.push(sessionProblem);
+  const target = input.target ?? { kind: 'local' as const };
+  if (typeof target !== 'object' || target === null || !SESSION_TARGET_KINDS.includes(target.kind)) {
+    problems.push(`target ${JSON.stringify(target)}: expected {"kind":"local"} or {"kind":"ecs"}`);
+  }
+  const inputs = input.inputs ?? [];
+  problems.push(...inputRefsProblems(inputs, 'inputs'));
+  const stages = input.stages ?? [...DEFAULT_STAGES];
+  if (!Array.isArray(stages) || stages.length === 0) problems.push('stages must be a non-empty array of names');
+  else {
+    for (const stage of stages) if (typeof stage !== 'string' || !STAGE_NAME.test(stage)) problems.push(`stage name ${JSON.stringify(stage)} must match ${STAGE_NAME}`);
+    if (new Set(stages).size !== stages.length) problems.push('stage names must be unique');
+  }
+  let stageIdleTimeoutMs = 30 * 60_000;
+  if (input.stageIdleTimeout !== undefined) {
+    let parsed: number | undefined;
+    try {
+      parsed = typeof input.stageIdleTimeout === 'string' ? parseDurationMs(input.stageIdleTimeout) : undefined;
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed === undefined || parsed <= 0) problems.push(`stageIdleTimeout ${JSON.stringify(input.stageIdleTimeout)} must be a duration like "30m", "90s" or "2h"`);
+    else stageIdleTimeoutMs = parsed;
+  }
+  const maxHistoryEvents = input.maxHistoryEvents ?? 10_000;
+  if (!Number.isInteger(maxHistoryEvents) || maxHistoryEvents < 200) problems.push('maxHistoryEvents must be a whole number of at least 200');
+  if (problems.length) return { ok: false, problems };
+  return { ok: true, input: { sessionId: input.sessionId!, target, inputs: inputs as PipelineInputRef[], stages, stageIdleTimeoutMs, maxHistoryEvents } };
+}
+
+/** Problems with an execute request; empty when it may run. */
+export function executeRequestProblems(raw: unknown): string[] {
+  if (typeof raw !== 'object' || raw === null) return ['execute needs {"code": "...", "language": "bash"|"python"|"node"}'];
+  const { code, language, timeoutSeconds } = raw as Partial<ExecuteRequest>;
+  const problems: string[] = [];
+  if (typeof code !== 'string' || code.trim() === '') problems.push('code must be a non-empty string');
+  else if (code.length > MAX_CODE_BYTES) problems.push(`code is ${code.length} characters; at most ${MAX_CODE_BYTES} (ship bigger programs as inputs)`);
+  else if (code.includes('\0')) problems.push('code must not contain NUL characters');
+  if (!EXECUTE_LANGUAGES.includes(language as ExecuteLanguage)) problems.push(`language ${JSON.stringify(language)} is not one of ${EXECUTE_LANGUAGES.join(', ')}`);
+  if (timeoutSeconds !== undefined && (typeof timeoutSeconds !== 'number' || !(timeoutSeconds > 0) || timeoutSeconds > MAX_TIMEOUT_SECONDS)) {
+    problems.push(`timeoutSeconds must be a number above 0 and at most ${MAX_TIMEOUT_SECONDS}`);
+  }
+  return problems;
+}
+
+/** argv running `code` with the language's interpreter. */
+export function interpreterCommand(language: ExecuteLanguage, code: string): string[] {
+  switch (language) {
+    case 'bash':
+      return ['bash', '-c', code];
+    case 'python':
+      return ['python3', '-c', code];
+    case 'node':
+      return ['node', '-e', code];
+  }
+}
+
+export function describeInputRef(ref: PipelineInputRef): string {
+  return 'path' in ref ? ref.path : ref.s3;
+}

@@ -1,0 +1,408 @@
+/**
+ * pipelineWorkflow: one compute session, its inputs synced and verified into
+ * data/, then the stages (coder → validator → reporter by default) driven by
+ * an external agent through the `execute` update and the `finishStage`
+ * signal. The workflow, not the agent, holds what the session has verified
+ * (manifest digest and boot id), so code never runs on a session that lost
+ * or never got its data: every execution is preceded by a check, the first
+ * of each stage by a full re-hash on the target, and a restarted session is
+ * landed and verified again first — all of it visible in history.
+ */
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  log,
+  proxyActivities,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+  type ActivityOptions,
+} from '@temporalio/workflow';
+import type { RetryPolicy } from '@temporalio/common';
+import type { FerryActivities } from '../activities';
+import { FailureType } from '../core/errors';
+import type { ManifestRef } from '../core/manifest';
+import {
+  describeInputRef,
+  executeRequestProblems,
+  inputRefsProblems,
+  normalizePipelineInput,
+  type ExecuteRequest,
+  type ExecuteResult,
+  type PipelineCarryOver,
+  type PipelineInput,
+  type PipelineInputRef,
+  type PipelineResult,
+  type PipelineState,
+  type TimelineStep,
+} from '../core/pipeline';
+import { SESSION_DIRS } from '../core/session';
+import {
+  FerrySessionId,
+  FerryStage,
+  FerryTarget,
+  abortSignal,
+  addInputsSignal,
+  executeUpdate,
+  finishStageSignal,
+  pipelineStateQuery,
+  pipelineTimelineQuery,
+} from './definitions';
+
+const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
+
+/** Session control and cheap checks: quick, a few attempts. */
+const sessionStep: ActivityOptions = { startToCloseTimeout: '5m', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 5 } };
+/** Snapshot, upload, land and collect move bytes: long, heartbeating, more attempts. */
+const transferStep: ActivityOptions = { startToCloseTimeout: '4h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 10 } };
+/** A mismatch rarely heals by itself: few attempts before the workflow lands again. */
+const verifyStep: ActivityOptions = { startToCloseTimeout: '1h', heartbeatTimeout: '30s', retry: { ...retry, initialInterval: '2s', maximumAttempts: 3 } };
+/** Code runs once per execution id (the agent returns the saved result on a retry), so retries only cover transport. */
+const executeStep: ActivityOptions = { startToCloseTimeout: '25h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 5 } };
+
+const { provisionSession, checkSession, releaseSession, composeInputs } = proxyActivities<FerryActivities>(sessionStep);
+const { snapshotSource, uploadBlobs, snapshotS3Input, landManifest, collectArtifacts } = proxyActivities<FerryActivities>(transferStep);
+const { verifyLanding } = proxyActivities<FerryActivities>(verifyStep);
+const { executeCode } = proxyActivities<FerryActivities>(executeStep);
+
+const DEFAULT_EXECUTE_TIMEOUT_SECONDS = 600;
+/** Steps kept for the timeline query (and carried over on continue-as-new). */
+const TIMELINE_STEPS_KEPT = 500;
+
+function failureType(err: unknown): string | undefined {
+  if (err instanceof ApplicationFailure) return err.type ?? undefined;
+  if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure) return err.cause.type ?? undefined;
+  return undefined;
+}
+
+/** An activity's failure as the pipeline's, with the step named and the activity's type and details kept. */
+function stepFailure(step: string, err: unknown): unknown {
+  if (!(err instanceof ActivityFailure) || !(err.cause instanceof ApplicationFailure)) return err;
+  const cause = err.cause;
+  return ApplicationFailure.create({
+    type: cause.type ?? 'PipelineStepFailed',
+    message: `${step} failed: ${cause.message}`,
+    details: cause.details ? [...cause.details] : undefined,
+    nonRetryable: true,
+    cause: err,
+  });
+}
+
+/** Runs one critical section at a time, in arrival order: executions, input syncs and collection never interleave. */
+class SessionLock {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(work, work);
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+}
+
+export async function pipelineWorkflow(rawInput: PipelineInput, carried?: PipelineCarryOver): Promise<PipelineResult> {
+  const normalized = normalizePipelineInput(rawInput);
+  if (!normalized.ok) {
+    throw ApplicationFailure.create({
+      type: FailureType.InvalidInput,
+      message: `invalid pipeline input: ${normalized.problems.join('; ')}`,
+      details: [{ problems: normalized.problems }],
+      nonRetryable: true,
+    });
+  }
+  const input = normalized.input;
+  const state: PipelineState = carried?.state ?? {
+    sessionId: input.sessionId,
+    status: 'provisioning',
+    stages: input.stages.map((name) => ({ name, status: 'pending', executions: 0 })),
+    inputs: [],
+    restartsDetected: 0,
+    executionsTotal: 0,
+    run: 0,
+  };
+  state.run++;
+  const timeline: TimelineStep[] = carried?.timeline ?? [];
+  let executionCounter = carried?.executionCounter ?? 0;
+  let pendingInputs: PipelineInputRef[] = carried?.pendingInputs ?? (carried ? [] : [...input.inputs]);
+  let stageIndex = carried?.stageIndex ?? 0;
+  let stageVerified = carried?.stageFirstExecutionDone ?? false;
+  let ready = carried !== undefined && state.session !== undefined;
+  let finishRequested: { summary?: string } | undefined;
+  let abortRequested: { reason: string } | undefined;
+  /** Bumped by every update and signal: the stage's idle clock restarts on any of them. */
+  let touches = 0;
+  let executionsRunning = 0;
+  let continuing = false;
+  const lock = new SessionLock();
+  const currentStage = () => state.stages[stageIndex];
+  const ids = () => ({ sessionId: input.sessionId, stage: currentStage()?.name });
+
+  setHandler(pipelineStateQuery, () => state);
+  setHandler(pipelineTimelineQuery, () => timeline);
+
+  /** Runs an activity as a named timeline step; failures keep their type and name the step. */
+  const step = async <T>(name: string, run: () => Promise<T>, detail?: (result: T) => string): Promise<T> => {
+    const entry: TimelineStep = { step: name, stage: currentStage()?.name, startedAt: new Date().toISOString() };
+    timeline.push(entry);
+    if (timeline.length > TIMELINE_STEPS_KEPT) timeline.splice(0, timeline.length - TIMELINE_STEPS_KEPT);
+    try {
+      const result = await run();
+      Object.assign(entry, { endedAt: new Date().toISOString(), outcome: 'ok', detail: detail?.(result) });
+      return result;
+    } catch (err) {
+      Object.assign(entry, { endedAt: new Date().toISOString(), outcome: 'failed', detail: failureType(err) ?? 'failed' });
+      throw stepFailure(name, err);
+    }
+  };
+
+  const landInput = (manifestDigest: string) => ({
+    sessionId: input.sessionId,
+    target: input.target,
+    dest: SESSION_DIRS.data,
+    manifestDigest,
+    session: state.session,
+  });
+
+  /** Lands data/ and verifies it on the same boot; a boot other than the handle's means the session restarted. */
+  const landAndVerify = async (): Promise<void> => {
+    const digest = state.dataManifestDigest;
+    if (!digest || !state.session) return;
+    const landed = await step('landManifest', () => landManifest(landInput(digest)), (r) => `${r.filesLanded} landed, ${r.filesAlreadyPresent} present`);
+    noteBoot(landed.bootId);
+    const verified = await step('verifyLanding', () => verifyLanding({ ...landInput(digest), expectedBootId: landed.bootId }), (r) => `${r.filesVerified} files verified`);
+    state.verifiedBootId = verified.bootId;
+  };
+
+  const noteBoot = (bootId: string) => {
+    if (!state.session || bootId === state.session.bootId) return;
+    state.restartsDetected++;
+    log.warn('session restarted', { ...ids(), bootId: state.session.bootId, newBootId: bootId });
+    state.session = { ...state.session, bootId };
+  };
+
+  const provision = async () => {
+    state.session = await step('provisionSession', () => provisionSession({ sessionId: input.sessionId, target: input.target }), (s) => `boot ${s.bootId}`);
+  };
+
+  /** Snapshots the pending inputs, folds them into the data/ manifest, lands and verifies it. */
+  const syncPendingInputs = async (): Promise<void> => {
+    if (pendingInputs.length === 0) return;
+    const batch = pendingInputs;
+    pendingInputs = [];
+    const previousStatus = state.status;
+    state.status = 'syncing';
+    for (const ref of batch) {
+      let manifest: ManifestRef;
+      if ('path' in ref) {
+        const snapshot = await step('snapshotSource', () => snapshotSource({ path: ref.path }), (r) => `${r.filesTotal} files`);
+        await step('uploadBlobs', () => uploadBlobs({ manifestDigest: snapshot.manifestDigest, sourcePath: snapshot.sourcePath }), (r) => `${r.blobsUploaded} blobs uploaded`);
+        manifest = snapshot;
+      } else {
+        manifest = await step('snapshotS3Input', () => snapshotS3Input({ s3: ref.s3 }), (r) => `${r.filesTotal} files`);
+      }
+      state.inputs.push({ ref, manifestDigest: manifest.manifestDigest, filesTotal: manifest.filesTotal, bytesTotal: manifest.bytesTotal });
+      log.info('input snapshotted', { ...ids(), input: describeInputRef(ref), manifestDigest: manifest.manifestDigest });
+    }
+    const composed = await step('composeInputs', () => composeInputs({ manifestDigests: state.inputs.map((i) => i.manifestDigest) }));
+    state.dataManifestDigest = composed.manifestDigest;
+    await landAndVerify();
+    state.status = previousStatus;
+  };
+
+  /**
+   * Before any code runs: the session answers on the boot data/ was verified
+   * on and still holds every file, else it is provisioned, landed and
+   * verified again. The first execution of a stage re-hashes everything.
+   */
+  const ensureSessionVerified = async (): Promise<void> => {
+    await syncPendingInputs();
+    const check = await step('checkSession', () => checkSession({ session: state.session!, dataManifestDigest: state.dataManifestDigest }), (r) =>
+      !r.reachable ? 'unreachable' : r.restarted ? 'restarted' : r.missing.length + r.changed.length > 0 ? `${r.missing.length} missing, ${r.changed.length} changed` : 'ok',
+    );
+    if (!check.reachable) {
+      log.warn('session unreachable; provisioning again', ids());
+      const before = state.session!.bootId;
+      await provision();
+      if (state.session!.bootId !== before) state.restartsDetected++;
+      await landAndVerify();
+      return;
+    }
+    if (check.restarted || check.missing.length > 0 || check.changed.length > 0) {
+      if (check.bootId) noteBoot(check.bootId);
+      log.warn('session lost verified inputs; landing again', { ...ids(), missing: check.missing, changed: check.changed });
+      await landAndVerify();
+      return;
+    }
+    if (!stageVerified && state.dataManifestDigest) {
+      const digest = state.dataManifestDigest;
+      try {
+        const verified = await step('verifyLanding', () => verifyLanding({ ...landInput(digest), expectedBootId: state.session!.bootId }), (r) => `${r.filesVerified} files verified`);
+        state.verifiedBootId = verified.bootId;
+      } catch (err) {
+        const type = failureType(err);
+        if (type !== FailureType.VerificationFailed && type !== FailureType.TargetRestarted) throw err;
+        log.warn('inputs failed verification; landing again', { ...ids(), failure: type });
+        await landAndVerify();
+      }
+    }
+  };
+
+  const runExecution = async (request: ExecuteRequest): Promise<ExecuteResult> => {
+    const stage = currentStage();
+    await ensureSessionVerified();
+    stageVerified = true;
+    executionCounter++;
+    const executionId = `e${executionCounter}-${stage.name}`;
+    const result = await step(
+      'executeCode',
+      () =>
+        executeCode({
+          session: state.session!,
+          stage: stage.name,
+          executionId,
+          code: request.code,
+          language: request.language,
+          timeoutSeconds: request.timeoutSeconds ?? DEFAULT_EXECUTE_TIMEOUT_SECONDS,
+        }),
+      (r) => `${executionId} exit ${r.exitCode ?? r.signal}`,
+    );
+    stage.executions++;
+    state.executionsTotal++;
+    return result;
+  };
+
+  setHandler(
+    executeUpdate,
+    async (request) => {
+      touches++;
+      // An execute sent right after finishStage belongs to the next stage.
+      await condition(() => (ready && finishRequested === undefined) || abortRequested !== undefined || state.status === 'failed');
+      if (abortRequested || state.status === 'failed') throw ApplicationFailure.create({ type: FailureType.PipelineAborted, message: 'the pipeline is ending; nothing runs', nonRetryable: true });
+      executionsRunning++;
+      try {
+        return await lock.run(() => runExecution(request));
+      } finally {
+        executionsRunning--;
+        touches++;
+      }
+    },
+    {
+      validator: (request) => {
+        const problems = executeRequestProblems(request);
+        if (problems.length) throw new Error(`invalid execute request: ${problems.join('; ')}`);
+        if (abortRequested || ['releasing', 'completed', 'failed'].includes(state.status)) throw new Error(`pipeline ${input.sessionId} is ${abortRequested ? 'aborting' : state.status}; nothing more runs`);
+        const last = stageIndex >= state.stages.length - 1;
+        if (last && finishRequested) throw new Error(`the last stage (${currentStage()?.name}) is finishing; nothing more runs`);
+      },
+      description: 'Run code in the current stage once the session inputs are verified',
+    },
+  );
+  setHandler(finishStageSignal, (request) => {
+    touches++;
+    finishRequested = { summary: request?.summary };
+  });
+  setHandler(addInputsSignal, (request) => {
+    touches++;
+    const problems = request && Array.isArray(request.inputs) ? inputRefsProblems(request.inputs, 'inputs') : ['addInputs needs {"inputs": [...]}'];
+    if (problems.length) {
+      // A signal cannot be refused; the problem goes to the log and the inputs are ignored.
+      log.warn('addInputs ignored', { ...ids(), problems });
+      return;
+    }
+    pendingInputs.push(...request.inputs);
+  });
+  setHandler(abortSignal, (request) => {
+    touches++;
+    abortRequested = { reason: typeof request?.reason === 'string' && request.reason !== '' ? request.reason : 'no reason given' };
+  });
+
+  const historyTooLong = () => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength >= input.maxHistoryEvents;
+
+  upsertSearchAttributes([
+    { key: FerrySessionId, value: input.sessionId },
+    { key: FerryTarget, value: input.target.kind },
+  ]);
+  try {
+    if (!state.session) {
+      await provision();
+      state.status = 'syncing';
+      await lock.run(syncPendingInputs);
+      ready = true;
+    }
+    for (; stageIndex < state.stages.length; stageIndex++) {
+      const stage = currentStage();
+      if (stage.status === 'pending') {
+        stage.status = 'running';
+        stageVerified = false;
+        log.info('stage started', ids());
+      }
+      state.status = 'running';
+      state.stage = stage.name;
+      upsertSearchAttributes([{ key: FerryStage, value: stage.name }]);
+      for (;;) {
+        const seen = touches;
+        const active = await condition(
+          () => finishRequested !== undefined || abortRequested !== undefined || touches !== seen || pendingInputs.length > 0 || (executionsRunning === 0 && historyTooLong()),
+          input.stageIdleTimeoutMs,
+        );
+        if (abortRequested) {
+          throw ApplicationFailure.create({ type: FailureType.PipelineAborted, message: `aborted: ${abortRequested.reason}`, details: [{ reason: abortRequested.reason, stage: stage.name }], nonRetryable: true });
+        }
+        if (pendingInputs.length > 0) await lock.run(syncPendingInputs);
+        if (finishRequested && executionsRunning === 0) break;
+        if (!active && executionsRunning === 0 && !finishRequested) {
+          throw ApplicationFailure.create({
+            type: FailureType.StageIdleTimeout,
+            message: `stage ${stage.name} saw no execute, finishStage or other signal for ${input.stageIdleTimeoutMs / 1000} s`,
+            details: [{ stage: stage.name, idleMs: input.stageIdleTimeoutMs }],
+            nonRetryable: true,
+          });
+        }
+        if (executionsRunning === 0 && historyTooLong()) {
+          await condition(allHandlersFinished);
+          continuing = true;
+          log.info('continuing as new', { ...ids(), historyLength: workflowInfo().historyLength });
+          await continueAsNew<typeof pipelineWorkflow>(rawInput, {
+            state,
+            timeline,
+            executionCounter,
+            pendingInputs,
+            stageIndex,
+            stageFirstExecutionDone: stageVerified,
+          });
+        }
+      }
+      state.status = 'collecting';
+      stage.summary = finishRequested?.summary;
+      stage.artifacts = await lock.run(() => step('collectArtifacts', () => collectArtifacts({ session: state.session!, stage: stage.name }), (r) => `${r.filesTotal} files`));
+      stage.status = 'finished';
+      finishRequested = undefined;
+      log.info('stage finished', { ...ids(), artifacts: stage.artifacts.filesTotal });
+    }
+    state.status = 'completed';
+    return {
+      sessionId: input.sessionId,
+      stages: state.stages,
+      inputs: state.inputs,
+      dataManifestDigest: state.dataManifestDigest,
+      executionsTotal: state.executionsTotal,
+      restartsDetected: state.restartsDetected,
+    };
+  } catch (err) {
+    if (!continuing) state.status = 'failed';
+    throw err;
+  } finally {
+    // Continue-as-new hands the session to the next run; every other ending releases it, also on cancel.
+    if (!continuing && state.session) {
+      const session = state.session;
+      const finalStatus = state.status;
+      state.status = 'releasing';
+      await CancellationScope.nonCancellable(() => step('releaseSession', () => releaseSession({ session }), (r) => r.detail)).catch((err) =>
+        log.warn('session release failed', { ...ids(), error: String(err) }),
+      );
+      state.status = finalStatus;
+    }
+  }
+}
