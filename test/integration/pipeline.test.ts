@@ -18,7 +18,7 @@ import { salesCsv, writeDemoInput } from '../../client/sampleData';
 import { repoRoot, resolveTool } from '../../client/services';
 import type { ExecuteResult, PipelineInput, PipelineResult } from '../../core/pipeline';
 import { buildTimeline } from '../../core/timeline';
-import { sha256 } from '../support/fixtures';
+import { sha256, writeTree } from '../support/fixtures';
 import { startTestStack, type TestStack } from '../support/testStack';
 
 const run = promisify(execFile);
@@ -84,5 +84,136 @@ describe('pipelineWorkflow', () => {
     assert.equal(state.executionsTotal, 4);
     assert.equal(state.inputs.length, 1);
     assert.match(state.inputs[0].manifestDigest, /^[0-9a-f]{64}$/);
+  });
+
+  it('is driven by the temporal CLI alone: start with --input, update execute, signal finishStage', async () => {
+    const temporal = resolveTool('temporal', repoRoot());
+    const address = ['--address', stack.config.temporal.address];
+    const workflowId = 'pipeline-cli';
+    const startInput = JSON.stringify({ sessionId: 'cli', inputs: [{ path: input }], stages: ['coder', 'reporter'] });
+    await run(temporal, ['workflow', 'start', ...address, '--type', 'pipelineWorkflow', '--task-queue', stack.config.temporal.taskQueue, '--workflow-id', workflowId, '--input', startInput]);
+    const update = async (code: string) => {
+      const { stdout } = await run(temporal, ['workflow', 'update', 'execute', ...address, '-w', workflowId, '--name', 'execute', '--input', JSON.stringify({ language: 'bash', code }), '-o', 'json']);
+      return JSON.parse(stdout) as { result: ExecuteResult };
+    };
+    const listing = await update('ls -la ./data/');
+    assert.equal(listing.result.exitCode, 0);
+    assert.match(listing.result.stdoutTail, /Dat-fresh-food-claude\.csv/);
+    await run(temporal, ['workflow', 'signal', ...address, '-w', workflowId, '--name', 'finishStage', '--input', '{"summary":"looked"}']);
+    const count = await update('wc -l < data/Dat-fresh-food-claude.csv > artifacts/lines.txt && cat artifacts/lines.txt');
+    assert.equal(count.result.stdoutTail.trim(), '1001');
+    await run(temporal, ['workflow', 'signal', ...address, '-w', workflowId, '--name', 'finishStage']);
+    const result = (await stack.client.workflow.getHandle(workflowId).result()) as PipelineResult;
+    assert.deepEqual(result.stages.map((s) => [s.name, s.status, s.executions]), [['coder', 'finished', 1], ['reporter', 'finished', 1]]);
+    assert.equal(result.stages[0].summary, 'looked');
+    assert.deepEqual(result.stages[1].artifacts!.files.map((f) => f.path), ['lines.txt']);
+  });
+
+  it('re-provisions, re-lands and re-verifies before the validator runs when the session restarted after the coder', async () => {
+    const { workflowId } = await start('restart', { stages: ['coder', 'validator'] });
+    assert.equal((await pipelines.execute(workflowId, { language: 'bash', code: 'true' })).exitCode, 0);
+    await pipelines.finishStage(workflowId);
+    const before = await pipelines.state(workflowId);
+    // The container is replaced: its agent dies and nothing of its disk survives.
+    const record = JSON.parse(await readFile(path.join(stack.config.sessions.localDir, 'restart', 'agent.json'), 'utf8')) as { pid: number };
+    process.kill(record.pid, 'SIGKILL');
+    await rm(path.join(sessionRootOf('restart'), 'data'), { recursive: true, force: true });
+    const validated = await pipelines.execute(workflowId, { language: 'bash', code: 'sha256sum data/Dat-fresh-food-claude.csv' });
+    assert.equal(validated.exitCode, 0);
+    assert.equal(validated.stdoutTail.split(' ')[0], sha256(salesCsv()), 'the validator read the verified input');
+    assert.notEqual(validated.bootId, before.session!.bootId);
+    const state = await pipelines.state(workflowId);
+    assert.equal(state.restartsDetected, 1);
+    await pipelines.finishStage(workflowId);
+    await pipelines.result(workflowId);
+    const steps = await activitySteps(workflowId);
+    const afterCoder = steps.slice(steps.indexOf('collectArtifacts') + 1);
+    assert.deepEqual(afterCoder.slice(0, 5), ['checkSession', 'provisionSession', 'landManifest', 'verifyLanding', 'executeCode']);
+  });
+
+  it('re-lands an input deleted on the target mid-stage before the next execution', async () => {
+    const { workflowId } = await start('deleted', { stages: ['coder'] });
+    await pipelines.execute(workflowId, { language: 'bash', code: 'true' });
+    await unlink(path.join(sessionRootOf('deleted'), 'data', DEMO_CSV));
+    const second = await pipelines.execute(workflowId, { language: 'bash', code: `test -f data/${DEMO_CSV} && echo present` });
+    assert.equal(second.stdoutTail.trim(), 'present');
+    await pipelines.finishStage(workflowId);
+    await pipelines.result(workflowId);
+    const steps = await activitySteps(workflowId);
+    const firstExec = steps.indexOf('executeCode');
+    assert.deepEqual(steps.slice(firstExec + 1, firstExec + 5), ['checkSession', 'landManifest', 'verifyLanding', 'executeCode']);
+  });
+
+  it('fails a stage left idle with StageIdleTimeout naming it, and releases the session', async () => {
+    const { workflowId } = await start('idle', { stageIdleTimeout: '3s' });
+    await assert.rejects(pipelines.result(workflowId), (err: unknown) => {
+      assert.ok(err instanceof WorkflowFailedError);
+      assert.ok(err.cause instanceof ApplicationFailure);
+      assert.equal(err.cause.type, 'StageIdleTimeout');
+      assert.match(err.cause.message, /stage coder saw no execute/);
+      return true;
+    });
+    assert.equal((await activitySteps(workflowId)).at(-1), 'releaseSession');
+    await assert.rejects(readFile(path.join(stack.config.sessions.localDir, 'idle', 'agent.json')), /ENOENT/);
+  });
+
+  it('abort releases the session and fails with the reason', async () => {
+    const { workflowId } = await start('abort');
+    await pipelines.execute(workflowId, { language: 'bash', code: 'true' });
+    await pipelines.abort(workflowId, 'the agent gave up');
+    await assert.rejects(pipelines.result(workflowId), (err: unknown) => {
+      assert.ok(err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure);
+      assert.equal(err.cause.type, 'PipelineAborted');
+      assert.match(err.cause.message, /the agent gave up/);
+      return true;
+    });
+    assert.equal((await activitySteps(workflowId)).at(-1), 'releaseSession');
+    await assert.rejects(readFile(path.join(stack.config.sessions.localDir, 'abort', 'agent.json')), /ENOENT/);
+    await assert.rejects(pipelines.execute(workflowId, { language: 'bash', code: 'true' }));
+  });
+
+  it('a second start for the same session returns the running pipeline; bad execute requests are refused', async () => {
+    const first = await start('dupe', { stages: ['coder'] });
+    const second = await start('dupe', { stages: ['coder'] });
+    assert.equal(second.runId, first.runId);
+    await assert.rejects(pipelines.execute(first.workflowId, { language: 'bash', code: '   ' }), (err: unknown) => err instanceof ExecuteRefusedError && /code must be a non-empty string/.test(err.message));
+    await assert.rejects(pipelines.execute(first.workflowId, { language: 'ruby' as never, code: 'puts 1' }), /language "ruby" is not one of bash, python, node/);
+    await pipelines.finishStage(first.workflowId);
+    const result = await pipelines.result(first.workflowId);
+    assert.equal(result.executionsTotal, 0, 'refused requests ran nothing');
+  });
+
+  it('addInputs (a folder and an S3 prefix) are synced and verified into data/ before the next execution', async () => {
+    const { workflowId } = await start('more', { stages: ['coder'] });
+    await pipelines.execute(workflowId, { language: 'bash', code: 'true' });
+    const extra = path.join(work, 'extra');
+    await writeTree(extra, { 'notes/extra.txt': 'more data\n' });
+    const q1 = Buffer.from('a,b\n1,2\n');
+    await stack.blobs.putVerified('incoming/2024/q1.csv', q1, sha256(q1));
+    await pipelines.addInputs(workflowId, [{ path: extra }, { s3: `s3://${stack.config.s3.bucket}/incoming/` }]);
+    const seen = await pipelines.execute(workflowId, { language: 'bash', code: 'cd data && find . -type f | sort' });
+    assert.deepEqual(seen.stdoutTail.trim().split('\n'), ['./2024/q1.csv', `./${DEMO_CSV}`, './README.md', './notes/extra.txt']);
+    const state = await pipelines.state(workflowId);
+    assert.equal(state.inputs.length, 3);
+    await pipelines.finishStage(workflowId);
+    await pipelines.result(workflowId);
+  });
+
+  it('continues as new past a bounded history without losing an update in flight', async () => {
+    const { workflowId } = await start('long', { stages: ['coder'], maxHistoryEvents: 200 });
+    const results: ExecuteResult[] = [];
+    // Four agents at once, so updates are in flight whenever the run hands over.
+    for (let round = 0; round < 6; round++) {
+      results.push(...(await Promise.all([0, 1, 2, 3].map((i) => pipelines.execute(workflowId, { language: 'bash', code: `echo ${round}-${i}` })))));
+    }
+    assert.equal(results.length, 24);
+    assert.ok(results.every((r) => r.exitCode === 0));
+    assert.equal(new Set(results.map((r) => r.executionId)).size, 24, 'every execution ran once, with its own id');
+    const state = await pipelines.state(workflowId);
+    assert.ok(state.run >= 2, `continued as new (run ${state.run})`);
+    assert.equal(state.executionsTotal, 24);
+    await pipelines.finishStage(workflowId);
+    const result = await pipelines.result(workflowId);
+    assert.equal(result.executionsTotal, 24);
   });
 });
