@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FailureType } from '../core/errors';
@@ -140,4 +140,19 @@ export function createLocalSessionDriver(deps: LocalSessionDeps): SessionDriver 
       return { released: true, detail };
     },
   };
+}
+
+/** Kills every session agent recorded under `sessionsDir` (stack shutdown, test clean-up); returns how many were running. */
+export async function killLocalSessionAgents(sessionsDir: string): Promise<number> {
+  const sessions = await readdir(sessionsDir).catch(() => [] as string[]);
+  let killed = 0;
+  for (const session of sessions) {
+    const text = await readFile(path.join(sessionsDir, session, 'agent.json'), 'utf8').catch(() => undefined);
+    const pid = text ? (JSON.parse(text) as AgentRecord).pid : undefined;
+    if (pid !== undefined && isAlive(pid)) {
+      process.kill(pid, 'SIGKILL');
+      killed++;
+    }
+  }
+  return killed;
 }

@@ -13,6 +13,8 @@ import { sessionIdProblem } from '../core/sync';
 import { CommandError, formatFiles, formatSyncSummary, formatTimeline, listTargetFiles, loadTimeline, runSync } from './commands';
 import { loadConfig } from './config';
 import { runDemo } from './demo';
+import { formatExecSummary, formatStarted, formatStatus, parseInputRef, pipelines, readCode } from './pipelineCommands';
+import { EXECUTE_LANGUAGES, type ExecuteLanguage } from '../core/pipeline';
 import { repoRoot } from './services';
 import { DEFAULT_PORTS, startStack, stopStack } from './stack';
 import { connectClient } from './temporal';
@@ -86,7 +88,7 @@ export function buildProgram(): Command {
 
   program
     .command('demo')
-    .description('start the embedded stack if needed, sync a sample folder into session "demo", and show the summary and timeline')
+    .description('start the embedded stack if needed, run the coder → validator → reporter pipeline on a sample sales CSV, and show the report and timeline')
     .action(async () => {
       await runDemo(print, (line) => process.stderr.write(`${line}\n`));
     });
@@ -134,6 +136,93 @@ export function buildProgram(): Command {
         const timeline = await loadTimeline(client, workflowId, options.gap);
         const webUiUrl = workflowUiUrl(config, workflowId);
         print(options.json ? JSON.stringify({ ...timeline, webUiUrl }) : formatTimeline(timeline, options.gap, webUiUrl));
+      });
+    });
+
+  const pipeline = program.command('pipeline').description('agent pipelines: a session with verified inputs and stages driven by execute updates');
+  pipeline
+    .command('start')
+    .description('start the pipeline of a session (or return the one already running for it)')
+    .requiredOption('--session <id>', 'session id; the workflow id is pipeline-<id>', sessionArgument)
+    .option('--input <path|s3://bucket/prefix/>', 'an input for data/ (repeatable)', (value: string, all: string[]) => [...all, value], [] as string[])
+    .option('--stages <names>', 'comma-separated stage names', 'coder,validator,reporter')
+    .option('--idle-timeout <duration>', 'fail a stage that sees no execute or signal for this long', '30m')
+    .option('--json', 'print JSON', false)
+    .action(async (options: { session: string; input: string[]; stages: string; idleTimeout: string; json: boolean }) => {
+      await withClient(async (client, config) => {
+        const started = await pipelines(client, config).start({
+          sessionId: options.session,
+          inputs: options.input.map(parseInputRef),
+          stages: options.stages.split(',').map((s) => s.trim()),
+          stageIdleTimeout: options.idleTimeout,
+        });
+        print(options.json ? JSON.stringify({ ...started, webUiUrl: workflowUiUrl(config, started.workflowId, started.runId) }) : formatStarted(config, started.workflowId, started.runId));
+      });
+    });
+  pipeline
+    .command('add-inputs')
+    .description('sync more inputs into data/; they are verified before the next execution')
+    .argument('<workflowId>', 'pipeline workflow id')
+    .requiredOption('--input <path|s3://bucket/prefix/>', 'an input (repeatable)', (value: string, all: string[]) => [...all, value], [] as string[])
+    .action(async (workflowId: string, options: { input: string[] }) => {
+      await withClient((client, config) => pipelines(client, config).addInputs(workflowId, options.input.map(parseInputRef)));
+      print(`inputs sent to ${workflowId}`);
+    });
+  pipeline
+    .command('abort')
+    .description('release the session and fail the pipeline with a reason')
+    .argument('<workflowId>', 'pipeline workflow id')
+    .requiredOption('--reason <text>', 'why')
+    .action(async (workflowId: string, options: { reason: string }) => {
+      await withClient((client, config) => pipelines(client, config).abort(workflowId, options.reason));
+      print(`abort sent to ${workflowId}`);
+    });
+
+  program
+    .command('exec')
+    .description("run code in a pipeline's current stage once its inputs are verified; prints the output tails and exits with the code's exit status")
+    .argument('<workflowId>', 'pipeline workflow id')
+    .addOption(new Option('--lang <language>', 'interpreter').choices([...EXECUTE_LANGUAGES]).makeOptionMandatory())
+    .requiredOption('--code <file|->', 'file holding the code, or - for stdin')
+    .option('--timeout <seconds>', 'kill the code after this many seconds (default 600)', (v: string) => Number(v))
+    .option('--request-id <id>', 'idempotency key: resending the same id returns the first result')
+    .option('--json', 'print the result as JSON (exit 0 whatever the code returned)', false)
+    .action(async (workflowId: string, options: { lang: ExecuteLanguage; code: string; timeout?: number; requestId?: string; json: boolean }) => {
+      const code = await readCode(options.code);
+      const result = await withClient((client, config) =>
+        pipelines(client, config).execute(workflowId, { language: options.lang, code, timeoutSeconds: options.timeout }, { requestId: options.requestId }),
+      );
+      if (options.json) {
+        print(JSON.stringify(result));
+        return;
+      }
+      process.stdout.write(result.stdoutTail);
+      process.stderr.write(result.stderrTail);
+      process.stderr.write(`ferry: ${formatExecSummary(result)}\n`);
+      process.exitCode = result.exitCode ?? 1;
+    });
+
+  program
+    .command('stage')
+    .description('pipeline stages')
+    .command('finish')
+    .description("collect the current stage's artifacts and begin the next stage")
+    .argument('<workflowId>', 'pipeline workflow id')
+    .option('--summary <text>', 'what the stage did, kept in the result')
+    .action(async (workflowId: string, options: { summary?: string }) => {
+      await withClient((client, config) => pipelines(client, config).finishStage(workflowId, options.summary));
+      print(`finishStage sent to ${workflowId}`);
+    });
+
+  program
+    .command('status')
+    .description('a pipeline: stage, executions, verified inputs, session and artifacts')
+    .argument('<workflowId>', 'pipeline workflow id')
+    .option('--json', 'print JSON', false)
+    .action(async (workflowId: string, options: { json: boolean }) => {
+      await withClient(async (client, config) => {
+        const state = await pipelines(client, config).state(workflowId);
+        print(options.json ? JSON.stringify(state) : formatStatus(config, workflowId, state));
       });
     });
 

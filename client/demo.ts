@@ -1,16 +1,25 @@
 /**
- * `ferry demo`: the newcomer's first run. Brings the embedded stack up if it
- * is not running, syncs a sample folder into a session, and prints the
- * summary, the timeline and where to look in the Web UI.
+ * `ferry demo` (`npm run demo`): the newcomer's first run. Brings the
+ * embedded stack up if it is not running, writes a sales CSV like the seed
+ * incident's, starts a pipeline for session "demo" and drives it with the
+ * scripted coder/validator/reporter agent, then prints the report computed
+ * from the verified CSV, the timeline and where to look in the Web UI.
  */
 import path from 'node:path';
 import { workflowUiUrl } from '../core/config';
-import { formatSyncSummary, formatTimeline, loadTimeline, runSync } from './commands';
+import { pipelineWorkflowId } from '../core/pipeline';
+import { activityDepsFromConfig } from '../worker/worker';
+import { formatTimeline, loadTimeline } from './commands';
 import { loadConfig, readStackState, stackDir } from './config';
+import { runDemoAgent } from './demoAgent';
+import { formatExecSummary, formatPipelineTimeline } from './pipelineCommands';
+import { PipelineClient } from './pipelineClient';
 import { writeDemoInput } from './sampleData';
 import { isPidAlive } from './services';
 import { DEFAULT_PORTS, startStack } from './stack';
 import { connectClient } from './temporal';
+
+const SESSION = 'demo';
 
 export async function runDemo(print: (text: string) => void, report: (line: string) => void): Promise<void> {
   const state = readStackState();
@@ -23,15 +32,27 @@ export async function runDemo(print: (text: string) => void, report: (line: stri
   const config = loadConfig();
   const { client, close } = await connectClient(config);
   try {
-    report(`syncing ${input} into session demo …`);
-    const summary = await runSync(client, config, { dir: input, sessionId: 'demo', dest: 'data', showProgress: true });
-    print(formatSyncSummary(summary));
+    const pipelines = new PipelineClient(client, config.temporal.taskQueue);
+    const { workflowId, runId } = await pipelines.start({ sessionId: SESSION, inputs: [{ path: input }] });
+    report(`pipeline ${workflowId} started: provisioning session "${SESSION}", syncing and verifying ${input} into data/ …`);
+    const result = await runDemoAgent(pipelines, workflowId, (step, executed) => {
+      report(`[${step.stage}] ${step.what}: ${formatExecSummary(executed)}`);
+      if (step.request.code.startsWith('ls ')) print(executed.stdoutTail.trimEnd());
+    });
+    const reportFile = result.stages.at(-1)?.artifacts?.files.find((f) => f.path === 'report.md');
+    if (!reportFile) throw new Error('the reporter stage collected no report.md');
+    const { blobs } = activityDepsFromConfig(config);
+    print('');
+    print((await blobs.getBlob(reportFile.sha256)).toString('utf8').trimEnd());
+    print('');
+    print(`steps of ${workflowId}, by stage (every stage verifies data/ on the target before its first execution):`);
+    print(formatPipelineTimeline(await pipelines.timeline(workflowId)));
     print('');
     const gapMs = 30_000;
-    print(formatTimeline(await loadTimeline(client, summary.workflowId, gapMs), gapMs, workflowUiUrl(config, summary.workflowId, summary.runId)));
+    print(formatTimeline(await loadTimeline(client, workflowId, gapMs), gapMs, workflowUiUrl(config, workflowId, runId)));
     print('');
-    print(`what the target holds, hashed on the target:  npx ferry files demo`);
-    print(`the same steps as JSON:                       npx ferry timeline ${summary.workflowId} --json`);
+    print(`report.md is in S3 as ${reportFile.key} (sha256 ${reportFile.sha256.slice(0, 16)}…)`);
+    print(`the pipeline's state:  npx ferry status ${pipelineWorkflowId(SESSION)}`);
     print(`the stack keeps running for the Web UI (${config.temporal.webUiUrl}); stop it with: npx ferry down`);
   } finally {
     await close();

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { killLocalSessionAgents } from '../activities/localSessions';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
@@ -96,6 +97,8 @@ export async function startStack(options: StartStackOptions): Promise<void> {
     FERRY_S3_SECRET_ACCESS_KEY: s3Secret,
     FERRY_LOCAL_AGENT_URL: `http://${HOST}:${ports.agent}`,
     FERRY_LOCAL_AGENT_TOKEN: agentToken,
+    FERRY_SESSION_SECRET: randomBytes(32).toString('hex'),
+    FERRY_SESSIONS_DIR: path.join(dir, 'sessions'),
   };
   const config = resolveConfig({}, settings);
   const started: ManagedProcess[] = [];
@@ -228,6 +231,9 @@ export async function stopStack(): Promise<string> {
   const state = readStackState(dir);
   if (!state) return `no ferry stack recorded in ${dir}: nothing to stop`;
   await stopServices(state.services);
+  // Pipelines release their sessions; ones still running when the stack goes down would outlive it.
+  const sessionsDir = state.settings.FERRY_SESSIONS_DIR;
+  const sessions = sessionsDir ? await killLocalSessionAgents(sessionsDir) : 0;
   rmSync(path.join(dir, STACK_FILE_NAME), { force: true });
-  return `stopped ${state.services.map((s) => s.name).join(', ')} (state kept in ${dir})`;
+  return `stopped ${state.services.map((s) => s.name).join(', ')}${sessions ? ` and ${sessions} session agent(s)` : ''} (state kept in ${dir})`;
 }

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/prepare.sh
 # moto emulates the ECS and SSM APIs for the driver tests.
 bash scripts/install-tools.sh --only moto
+# Chromium for the Web UI browser test (skipped, with the reason, when it cannot be installed).
+bash scripts/install-browser.sh
 # ferry pins AWS SDK releases that support Node 20; their notice about future releases is noise in test output.
 export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
 # One file at a time: integration files each start their own servers, and the machine has 2 cores.

@@ -144,7 +144,7 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
 
   /** Runs an activity as a named timeline step; failures keep their type and name the step. */
   const step = async <T>(name: string, run: () => Promise<T>, detail?: (result: T) => string): Promise<T> => {
-    const entry: TimelineStep = { step: name, stage: currentStage()?.name, startedAt: new Date().toISOString() };
+    const entry: TimelineStep = { step: name, stage: state.stage, startedAt: new Date().toISOString() };
     timeline.push(entry);
     if (timeline.length > TIMELINE_STEPS_KEPT) timeline.splice(0, timeline.length - TIMELINE_STEPS_KEPT);
     try {

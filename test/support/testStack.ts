@@ -4,12 +4,13 @@
  * worker. Everything lives in one temp folder and is stopped by `stop()`.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { AgentClient, type AgentEndpoint } from '../../activities/agentClient';
+import { killLocalSessionAgents } from '../../activities/localSessions';
 import type { S3BlobStore } from '../../activities/s3BlobStore';
 import { resolveConfig, type FerryConfig, type StackSettings } from '../../core/config';
 import { startAgent, type RunningAgent } from '../../runtime/agent';
@@ -94,19 +95,6 @@ async function startAgentProcess(dir: string, options: { root: string; token: st
   }
 }
 
-async function killSessionAgents(sessionsDir: string): Promise<void> {
-  const sessions = await readdir(sessionsDir).catch(() => [] as string[]);
-  for (const session of sessions) {
-    const record = await readFile(path.join(sessionsDir, session, 'agent.json'), 'utf8').catch(() => undefined);
-    if (!record) continue;
-    try {
-      process.kill((JSON.parse(record) as { pid: number }).pid, 'SIGKILL');
-    } catch {
-      // Already gone.
-    }
-  }
-}
-
 export async function startTestStack(options: TestStackOptions = {}): Promise<TestStack> {
   installQuietRuntime();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-test-'));
@@ -169,7 +157,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     const config = resolveConfig({}, settings);
     const deps = activityDepsFromConfig(config);
     // Session agents run detached (they outlive a worker on purpose); a test that fails mid-pipeline must not leak them.
-    cleanups.push(() => killSessionAgents(path.join(dir, 'sessions')));
+    cleanups.push(() => killLocalSessionAgents(path.join(dir, 'sessions')));
 
     const connection = await Connection.connect({ address: config.temporal.address });
     cleanups.push(() => connection.close());
