@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -138,6 +138,38 @@ describe('ferry CLI on the embedded stack', () => {
     assert.match(stderr, new RegExp(`${workflowId} carries on in Temporal. Follow it with: ferry timeline ${workflowId}`));
     const timeline = JSON.parse((await ferry(['timeline', workflowId, '--json'])).stdout) as { status: string };
     assert.equal(timeline.status, 'running');
+  });
+
+  it('pipeline start, exec, stage finish and status drive a pipeline; exec exits with the code\'s status', async () => {
+    const data = path.join(work, 'pipeline-data');
+    await writeSampleProject(data);
+    const started = await ferry(['pipeline', 'start', '--session', 'clipipe', '--input', data, '--stages', 'coder', '--json']);
+    assert.equal(started.code, 0, started.stderr);
+    const { workflowId } = JSON.parse(started.stdout) as { workflowId: string };
+    assert.equal(workflowId, 'pipeline-clipipe');
+    const script = path.join(work, 'look.sh');
+    await writeFile(script, 'ls ./data/; echo to-stderr >&2; exit 3\n');
+    const looked = await ferry(['exec', workflowId, '--lang', 'bash', '--code', script]);
+    assert.equal(looked.code, 3, 'exec exits with the code\'s exit status');
+    assert.match(looked.stdout, /README\.md/);
+    assert.match(looked.stderr, /to-stderr/);
+    assert.match(looked.stderr, /e1-coder in stage coder: exit 3/);
+    const asJson = await ferry(['exec', workflowId, '--lang', 'python', '--code', script.replace('look.sh', 'hello.py'), '--json']);
+    assert.equal(asJson.code, 2, 'a missing code file is a usage error');
+    await writeFile(path.join(work, 'hello.py'), 'print(6 * 7)\n');
+    const hello = await ferry(['exec', workflowId, '--lang', 'python', '--code', path.join(work, 'hello.py'), '--json']);
+    assert.equal(hello.code, 0, hello.stderr);
+    assert.equal((JSON.parse(hello.stdout) as { stdoutTail: string }).stdoutTail, '42\n');
+    const status = await ferry(['status', workflowId]);
+    assert.match(status.stdout, /pipeline pipeline-clipipe: running, stage coder/);
+    assert.match(status.stdout, /coder\s+running\s+2/);
+    assert.equal((await ferry(['stage', 'finish', workflowId, '--summary', 'done'])).code, 0);
+    let state: { status: string } = { status: '' };
+    for (let i = 0; i < 100 && state.status !== 'completed'; i++) {
+      state = JSON.parse((await ferry(['status', workflowId, '--json'])).stdout) as { status: string };
+      if (state.status !== 'completed') await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    assert.equal(state.status, 'completed');
   });
 
   it('down stops every service', async () => {
