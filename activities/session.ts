@@ -171,7 +171,8 @@ export function createSessionActivities(deps: SessionDeps) {
         clearInterval(beating);
       }
       if (result.bootId !== input.session.bootId) {
-        throw retryable(FailureType.TargetRestarted, `session ${input.session.sessionId} restarted (boot ${input.session.bootId} → ${result.bootId})`, {
+        // The code ran on a boot whose data/ nobody verified; only the workflow can land again, so say so instead of retrying.
+        throw nonRetryable(FailureType.TargetRestarted, `session ${input.session.sessionId} restarted before the code ran (boot ${input.session.bootId} → ${result.bootId}); its inputs must be landed again`, {
           bootId: input.session.bootId,
           newBootId: result.bootId,
         });
