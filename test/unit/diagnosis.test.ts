@@ -85,7 +85,7 @@ class History {
     return this;
   }
   stage(stage: string, seconds: number): this {
-    this.events.push({ kind: 'searchAttributesUpserted', eventId: this.id(), timeMs: at(seconds), attributes: { FerryStage: [stage] } });
+    this.events.push({ kind: 'searchAttributesUpserted', eventId: this.id(), timeMs: at(seconds), attributes: { FerryStage: stage } });
     return this;
   }
   child(workflowId: string, from: number, to: number, workflowType = 'syncWorkflow'): this {
