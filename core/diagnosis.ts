@@ -960,6 +960,12 @@ function verdictFor(root: Analysed['diagnosis'], all: Analysed['diagnosis'][], s
   } else parts.push(`${root.workflowType} ${root.status === 'completed' ? 'completed' : 'continued as new'}${took}`);
   const clause = storyClause(story, root.status === 'completed' || root.status === 'continuedAsNew');
   if (clause) parts.push(clause);
+  const decisive = root.status === 'running' || root.status === 'completed' || root.status === 'continuedAsNew' ? undefined : decisiveFailure(all);
+  const refused = all.flatMap((d) => d.steps).filter((s) => s.outcome === 'refused' && s !== decisive);
+  if (refused.length) {
+    const { missing } = failurePaths(refused[0].failure);
+    parts.push(`${refused[0].name} refused ${refused.length}× (${refused[0].failure?.type ?? 'failure'}${missing.length ? `: missing ${missing.join(', ')}` : ''})`);
+  }
   if (root.status !== 'running' || retried.length) {
     for (const step of retried.slice(0, 3)) parts.push(`${step.name} needed ${step.attempts} attempts (${step.lastRetryFailure?.type ?? 'failure'} before)`);
   }

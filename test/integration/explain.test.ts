@@ -15,10 +15,13 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { Diagnosis } from '../../core/diagnosis';
 import type { SyncInput, SyncResult } from '../../core/sync';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { NativeConnection, Worker } from '@temporalio/worker';
 import { summarizeHistory } from '../../client/history';
 import { repoRoot } from '../../client/services';
 import { startFlakyAgent, startLyingAgent } from '../support/agentDoubles';
 import { writeTree } from '../support/fixtures';
+import { executeUpdate, finishStageSignal, stageStandInWorkflow } from '../support/stageStandIn';
 import { startTestStack, type TestStack } from '../support/testStack';
 
 const run = promisify(execFile);
@@ -55,6 +58,18 @@ async function explain(workflowId: string, gapThreshold: string, saveAs?: string
   const diagnosis = JSON.parse(await ferry(['explain', workflowId, '--json', '--gap-threshold', gapThreshold])) as Diagnosis;
   if (saveAs) await writeFile(path.join(outputDir, saveAs), await ferry(['explain', workflowId, '--gap-threshold', gapThreshold]));
   return diagnosis;
+}
+
+/** The result of a child workflow the parent starts shortly (not found until then). */
+async function childResult(workflowId: string): Promise<unknown> {
+  for (let tries = 0; ; tries++) {
+    try {
+      return await stack.client.workflow.getHandle(workflowId).result();
+    } catch (err) {
+      if (!(err instanceof WorkflowNotFoundError) || tries > 100) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
 }
 
 function startSync(sessionId: string, source: string, taskQueue: string) {
@@ -166,6 +181,61 @@ describe('ferry explain on the real stack', () => {
     assert.ok(gap.durationMs >= 3_500, `waited ${gap.durationMs} ms`);
     assert.match(gap.detail, new RegExp(`^no worker polling queue ${taskQueue}: a workflow task waited`));
     assert.match(diagnosis.verdict, new RegExp(`longest gap .* no worker polling queue ${taskQueue}`));
+  });
+
+  it('a pipeline-shaped parent: the agent\'s pause before its first execute is "waiting for the agent"; the child sync, stage, updates and a refusal are read from history', async () => {
+    const source = path.join(work, 'stage');
+    await writeTree(source, { 'Dat-fresh-food-claude.csv': '날짜,카테고리,제품명,수량,단가,금액\n' });
+    const taskQueue = 'ferry-test-stage';
+    const connection = await NativeConnection.connect({ address: stack.config.temporal.address });
+    const worker = await Worker.create({ connection, namespace: stack.config.temporal.namespace, taskQueue, workflowsPath: require.resolve('../support/stageStandIn') });
+    const running = worker.run();
+    try {
+      const workflowId = `explain-stage-${randomUUID().slice(0, 8)}`;
+      const handle = await stack.client.workflow.start(stageStandInWorkflow, {
+        taskQueue,
+        workflowId,
+        args: [{ sync: { sessionId: 'stage', source: { path: source } }, syncTaskQueue: stack.config.temporal.taskQueue }],
+      });
+      await childResult(`${workflowId}-inputs`);
+      // The agent thinks for 3 s before its first execution (the seed's five minutes, shortened).
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      assert.deepEqual(await handle.executeUpdate(executeUpdate, { args: [{ command: 'ls -la ./data/' }] }), { executed: 1 });
+      await assert.rejects(handle.executeUpdate(executeUpdate, { args: [{ command: 'python analyse.py', needs: 'data/extra.csv' }] }));
+      await handle.signal(finishStageSignal);
+      assert.equal(await handle.result(), 1);
+
+      const diagnosis = await explain(workflowId, '2s', 'explain-waiting-for-agent.txt');
+      const waits = diagnosis.gaps.filter((g) => g.cause === 'waiting-for-agent');
+      assert.equal(waits.length, 1, JSON.stringify(diagnosis.gaps));
+      assert.ok(waits[0].durationMs >= 2_500, `waited ${waits[0].durationMs} ms`);
+      assert.equal(waits[0].endedBy, 'update execute');
+      assert.match(waits[0].detail, /^waiting for the agent: no activity, timer or child pending for .*; the workflow awaited an update or signal until update execute arrived at/);
+      assert.match(diagnosis.verdict, /; execute refused 1× \(InputsNotVerified: missing data\/extra\.csv\); longest gap .* waiting for the agent \(until update execute\)/);
+
+      assert.deepEqual(diagnosis.children.map((c) => [c.workflowId, c.workflowType, c.status]), [[`${workflowId}-inputs`, 'syncWorkflow', 'completed']]);
+      assert.match(diagnosis.children[0].webUiUrl ?? '', new RegExp(`/workflows/${workflowId}-inputs/`));
+      assert.deepEqual(
+        diagnosis.session.map((e) => [e.kind, e.workflowId]),
+        [
+          ['stage', workflowId],
+          ['landed', `${workflowId}-inputs`],
+          ['verified', `${workflowId}-inputs`],
+          ['execution-refused', workflowId],
+        ],
+      );
+      assert.match(diagnosis.session[3].detail, /execution refused in stage coder: InputsNotVerified: input data\/extra\.csv was never verified in this session \(missing: data\/extra\.csv\)/);
+      assert.deepEqual(diagnosis.steps.map((s) => [s.kind, s.name, s.outcome, s.failure?.type]), [['update', 'execute', 'refused', 'InputsNotVerified']]);
+      assert.deepEqual(diagnosis.messages.map((m) => [m.kind, m.name, m.failed ?? false]), [
+        ['update', 'execute', false],
+        ['update', 'execute', true],
+        ['signal', 'finishStage', false],
+      ]);
+    } finally {
+      worker.shutdown();
+      await running;
+      await connection.close();
+    }
   });
 
   it('an unknown workflow id is a one-line error, exit code 1', async () => {

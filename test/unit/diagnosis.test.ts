@@ -292,6 +292,7 @@ describe('core/diagnosis: failures, the session story and the verdict', () => {
     const refused = diagnosis.session.find((e) => e.kind === 'execution-refused');
     assert.match(refused?.detail ?? '', /execution refused in stage coder: InputsNotVerified: .*\(missing: data\/Dat-fresh-food-claude\.csv\)/);
     assert.deepEqual(diagnosis.messages, [{ at: '2025-03-01T06:30:55.000Z', kind: 'update', name: 'execute', failed: true }]);
+    assert.equal(diagnosis.verdict, 'pipelineWorkflow running for 6.0s; execute refused 1× (InputsNotVerified: missing data/Dat-fresh-food-claude.csv)');
   });
 
   it('an execution on a boot with no verified inputs is flagged in the verdict', () => {
