@@ -697,9 +697,9 @@ function sessionStory(facts: Fact[]): StoryResult {
   const verified = new Map<string, { bootId?: string; atMs: number; relanded: boolean; manifestDigest?: string }[]>();
   let stage: string | undefined;
 
-  const push = (fact: Fact, kind: SessionEventKind, ref: SessionRef, detail: string) => {
-    const event: SessionEvent = { at: iso(fact.timeMs), workflowId: fact.workflowId, kind, ...ref, ...(stage ? { stage } : {}), detail };
-    delete (event as { target?: string }).target;
+  const push = (fact: Fact, kind: SessionEventKind, ref: SessionRef & { stage?: string }, detail: string) => {
+    const { target: _target, ...where } = ref;
+    const event: SessionEvent = { at: iso(fact.timeMs), workflowId: fact.workflowId, kind, ...(stage ? { stage } : {}), ...where, detail };
     events.push(event);
     return event;
   };
@@ -803,7 +803,6 @@ function sessionStory(facts: Fact[]): StoryResult {
         const outcome = ok ? (exitCode !== undefined ? `exit ${exitCode}` : 'completed') : `failed: ${failureText(run.failure)}`;
         const detail = `${stageName ? `${stageName} ` : ''}executed on boot ${short(bootId)} (${outcome}); ${proof ? `inputs verified on this boot at ${clock(proof.atMs)}` : '⚠ no input was verified on this boot before it ran'}`;
         const event = push(fact, ok ? 'executed' : 'execution-failed', { ...ref, ...(bootId ? { bootId } : {}), ...(stageName ? { stage: stageName } : {}) }, detail);
-        if (stageName) event.stage = stageName;
         if (!proof) unverifiedExecutions.push(event);
         else if (bootId && firstBoot.get(session) !== bootId) executionsAfterRestart.push({ execution: event, verifiedAtMs: proof.atMs, relanded: proof.relanded });
         break;
@@ -966,9 +965,7 @@ function verdictFor(root: Analysed['diagnosis'], all: Analysed['diagnosis'][], s
     const { missing } = failurePaths(refused[0].failure);
     parts.push(`${refused[0].name} refused ${refused.length}× (${refused[0].failure?.type ?? 'failure'}${missing.length ? `: missing ${missing.join(', ')}` : ''})`);
   }
-  if (root.status !== 'running' || retried.length) {
-    for (const step of retried.slice(0, 3)) parts.push(`${step.name} needed ${step.attempts} attempts (${step.lastRetryFailure?.type ?? 'failure'} before)`);
-  }
+  for (const step of retried.slice(0, 3)) parts.push(`${step.name} needed ${step.attempts} attempts (${step.lastRetryFailure?.type ?? 'failure'} before)`);
   if (longest && !(root.status === 'running' && longest.ongoing)) parts.push(`longest gap ${formatDurationMs(longest.durationMs)} ${gapPhrase(longest)}`);
   return parts.join('; ');
 }
@@ -1003,7 +1000,3 @@ export function allGaps(diagnosis: Diagnosis): DiagnosedGap[] {
   return [...diagnosis.gaps, ...diagnosis.children.flatMap(allGaps)];
 }
 
-/** Every failed or retried step of a diagnosis tree. */
-export function allSteps(diagnosis: Diagnosis): ProblemStep[] {
-  return [...diagnosis.steps, ...diagnosis.children.flatMap(allSteps)];
-}
