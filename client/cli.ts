@@ -3,7 +3,7 @@
  * calls client/commands or client/stack, prints, and exits non-zero with a
  * one-line cause on failure.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, workflowUiUrl } from '../core/config';
@@ -15,9 +15,11 @@ import { loadConfig } from './config';
 import { runDemo } from './demo';
 import { formatExecSummary, formatStarted, formatStatus, parseInputRef, pipelines, readCode } from './pipelineCommands';
 import { EXECUTE_LANGUAGES, type ExecuteLanguage } from '../core/pipeline';
+import { explainWorkflow, formatDiagnosis } from './explain';
 import { repoRoot } from './services';
 import { DEFAULT_PORTS, startStack, stopStack } from './stack';
 import { connectClient } from './temporal';
+import { renderTimelineHtml } from './timelineHtml';
 
 const print = (text: string) => process.stdout.write(`${text}\n`);
 
@@ -131,8 +133,14 @@ export function buildProgram(): Command {
     .argument('<workflowId>', 'workflow id')
     .addOption(new Option('--gap <duration>', 'flag gaps longer than this (e.g. 30s, 5m)').argParser(durationArgument).default(30_000, '30s'))
     .option('--json', 'print JSON', false)
-    .action(async (workflowId: string, options: { gap: number; json: boolean }) => {
+    .option('--html <file>', 'write the timeline as a self-contained page: a bar per attempt, gaps shaded by cause, failures in red')
+    .action(async (workflowId: string, options: { gap: number; json: boolean; html?: string }) => {
       await withClient(async (client, config) => {
+        if (options.html) {
+          writeFileSync(options.html, renderTimelineHtml(await explainWorkflow(client, config, workflowId, options.gap)));
+          print(`wrote ${path.resolve(options.html)}`);
+          return;
+        }
         const timeline = await loadTimeline(client, workflowId, options.gap);
         const webUiUrl = workflowUiUrl(config, workflowId);
         print(options.json ? JSON.stringify({ ...timeline, webUiUrl }) : formatTimeline(timeline, options.gap, webUiUrl));
@@ -223,6 +231,19 @@ export function buildProgram(): Command {
       await withClient(async (client, config) => {
         const state = await pipelines(client, config).state(workflowId);
         print(options.json ? JSON.stringify(state) : formatStatus(config, workflowId, state));
+      });
+    });
+
+  program
+    .command('explain')
+    .description('diagnose a workflow (and its children) from history: failed and retried steps, gaps and their causes, the session story, a verdict')
+    .argument('<workflowId>', 'workflow id')
+    .addOption(new Option('--gap-threshold <duration>', 'report gaps longer than this (e.g. 30s, 5m)').argParser(durationArgument).default(30_000, '30s'))
+    .option('--json', 'print the diagnosis as JSON', false)
+    .action(async (workflowId: string, options: { gapThreshold: number; json: boolean }) => {
+      await withClient(async (client, config) => {
+        const diagnosis = await explainWorkflow(client, config, workflowId, options.gapThreshold);
+        print(options.json ? JSON.stringify(diagnosis) : formatDiagnosis(diagnosis));
       });
     });
 

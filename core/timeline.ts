@@ -9,9 +9,34 @@
  */
 
 export type HistoryEventSummary =
-  | { kind: 'workflowStarted'; eventId: number; timeMs: number }
-  | { kind: 'workflowClosed'; eventId: number; timeMs: number; status: string; failure?: FailureSummary }
-  | { kind: 'activityScheduled'; eventId: number; timeMs: number; activityId: string; activityType: string }
+  | { kind: 'workflowStarted'; eventId: number; timeMs: number; workflowType?: string; taskQueue?: string; input?: unknown; parentWorkflowId?: string }
+  | {
+      kind: 'workflowClosed';
+      eventId: number;
+      timeMs: number;
+      status: string;
+      failure?: FailureSummary;
+      result?: unknown;
+      /** For `continuedAsNew`: the run that carries on. */
+      newRunId?: string;
+    }
+  /** A workflow task waiting for a worker of `taskQueue` (sticky queues are reported by their normal name). */
+  | { kind: 'workflowTaskScheduled'; eventId: number; timeMs: number; taskQueue: string; attempt: number }
+  | { kind: 'workflowTaskStarted'; eventId: number; timeMs: number; scheduledEventId: number }
+  | { kind: 'workflowTaskClosed'; eventId: number; timeMs: number; scheduledEventId: number; status: 'completed' | 'failed' | 'timedOut'; failure?: FailureSummary }
+  | {
+      kind: 'activityScheduled';
+      eventId: number;
+      timeMs: number;
+      activityId: string;
+      activityType: string;
+      taskQueue?: string;
+      /** The activity's first argument, decoded (history holds digests and ids, never secrets). */
+      input?: unknown;
+      heartbeatTimeoutMs?: number;
+      startToCloseTimeoutMs?: number;
+      maximumAttempts?: number;
+    }
   | { kind: 'activityStarted'; eventId: number; timeMs: number; scheduledEventId: number; attempt: number; lastFailure?: FailureSummary }
   | {
       kind: 'activityClosed';
@@ -20,15 +45,41 @@ export type HistoryEventSummary =
       scheduledEventId: number;
       status: 'completed' | 'failed' | 'timedOut' | 'canceled';
       failure?: FailureSummary;
+      result?: unknown;
+      /** Why Temporal stopped retrying: `nonRetryableFailure`, `maximumAttemptsReached`, `timeout`, … */
+      retryState?: string;
     }
-  | { kind: 'timerStarted'; eventId: number; timeMs: number; timerId: string }
-  | { kind: 'timerFired'; eventId: number; timeMs: number; timerId: string }
-  | { kind: 'signal' | 'update'; eventId: number; timeMs: number; name: string }
-  | { kind: 'childWorkflowStarted' | 'childWorkflowClosed'; eventId: number; timeMs: number; workflowId: string; workflowType: string };
+  | { kind: 'timerStarted'; eventId: number; timeMs: number; timerId: string; durationMs?: number }
+  | { kind: 'timerFired' | 'timerCanceled'; eventId: number; timeMs: number; timerId: string }
+  | { kind: 'signal'; eventId: number; timeMs: number; name: string; input?: unknown }
+  /** An update the workflow accepted. */
+  | { kind: 'update'; eventId: number; timeMs: number; name: string; updateId?: string; input?: unknown }
+  | { kind: 'updateCompleted'; eventId: number; timeMs: number; name: string; updateId?: string; failure?: FailureSummary; result?: unknown }
+  | { kind: 'childWorkflowInitiated'; eventId: number; timeMs: number; workflowId: string; workflowType: string; taskQueue?: string }
+  | {
+      kind: 'childWorkflowStarted' | 'childWorkflowClosed';
+      eventId: number;
+      timeMs: number;
+      workflowId: string;
+      workflowType: string;
+      initiatedEventId?: number;
+      runId?: string;
+      /** For `childWorkflowClosed`: completed, failed, canceled, timedOut, terminated; or `startFailed`. */
+      status?: string;
+      failure?: FailureSummary;
+    }
+  | { kind: 'searchAttributesUpserted'; eventId: number; timeMs: number; attributes: Record<string, unknown> };
 
 export interface FailureSummary {
   message: string;
   type?: string;
+  nonRetryable?: boolean;
+  /** The failure's details, decoded: the offending paths, sizes, hashes. */
+  details?: unknown;
+  /** For timeouts: START_TO_CLOSE, HEARTBEAT, SCHEDULE_TO_START, SCHEDULE_TO_CLOSE. */
+  timeoutType?: string;
+  /** The innermost cause's message, when it differs from `message`. */
+  rootCause?: string;
 }
 
 export type StepStatus = 'completed' | 'failed' | 'timedOut' | 'canceled' | 'running' | 'scheduled';
