@@ -229,7 +229,7 @@ export function createEcsSessionDriver(deps: EcsSessionDriverDeps): SessionDrive
       );
     } catch (err) {
       const details = { sessionId: request.sessionId, cluster: settings.cluster, taskDefinition: settings.taskDefinition, ...awsErrorDetails(err) };
-      const message = `ECS RunTask for session ${request.sessionId} failed: ${(err as Error).name}: ${(err as Error).message}`;
+      const message = `ECS RunTask of task definition ${settings.taskDefinition} in cluster ${settings.cluster} for session ${request.sessionId} failed: ${(err as Error).name}: ${(err as Error).message}`;
       if (isConfigurationError(err)) throw nonRetryable(FailureType.SessionLaunchFailed, message, details);
       throw retryable(FailureType.SessionLaunchFailed, message, details);
     }
