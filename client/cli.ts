@@ -16,6 +16,7 @@ import { runDemo } from './demo';
 import { repoRoot } from './services';
 import { DEFAULT_PORTS, startStack, stopStack } from './stack';
 import { connectClient } from './temporal';
+import { runCodecServer } from './codecServer';
 
 const print = (text: string) => process.stdout.write(`${text}\n`);
 
@@ -135,6 +136,16 @@ export function buildProgram(): Command {
         const webUiUrl = workflowUiUrl(config, workflowId);
         print(options.json ? JSON.stringify({ ...timeline, webUiUrl }) : formatTimeline(timeline, options.gap, webUiUrl));
       });
+    });
+
+  program
+    .command('codec-server')
+    .description('serve the payload codec (POST /encode, /decode) so the Temporal Web UI can show encrypted payloads; needs FERRY_CODEC_KEY')
+    .addOption(new Option('--port <port>', 'port to listen on').default(8888).argParser(portArgument))
+    .option('--host <host>', 'address to bind (anyone who can reach it can decrypt history)', '127.0.0.1')
+    .option('--origin <url...>', 'browser origins allowed to call it (default: FERRY_WEB_UI_URL)')
+    .action(async (options: { port: number; host: string; origin?: string[] }) => {
+      await runCodecServer(loadConfig(), options, print);
     });
 
   return program;

@@ -6,6 +6,7 @@ import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker
 import { createActivities, type ActivityDeps } from '../activities';
 import { S3BlobStore, createS3Clients } from '../activities/s3BlobStore';
 import type { FerryConfig } from '../core/config';
+import { payloadCodecsFor } from './payloadCodec';
 
 /** Everything activities need, from configuration. */
 export function activityDepsFromConfig(config: FerryConfig): ActivityDeps {
@@ -30,7 +31,12 @@ export interface FerryWorkerOptions {
 
 export function createFerryWorker(options: FerryWorkerOptions): Promise<Worker> {
   const deps = options.activityDeps ?? activityDepsFromConfig(options.config);
-  const code = options.workerOptions?.workflowBundle ? {} : { workflowsPath: require.resolve('../workflows') };
+  const { worker: tuning } = options.config;
+  const code = options.workerOptions?.workflowBundle
+    ? {}
+    : tuning.workflowBundlePath
+      ? { workflowBundle: { codePath: tuning.workflowBundlePath } }
+      : { workflowsPath: require.resolve('../workflows') };
   return Worker.create({
     connection: options.connection,
     namespace: options.config.temporal.namespace,
@@ -39,6 +45,10 @@ export function createFerryWorker(options: FerryWorkerOptions): Promise<Worker> 
     // The CLI's progress bar reads heartbeat details; the default throttle (80% of the
     // heartbeat timeout) would refresh it every 24 s. One heartbeat RPC a second per activity is cheap.
     maxHeartbeatThrottleInterval: '1s',
+    dataConverter: payloadCodecsFor(options.config.codec),
+    maxCachedWorkflows: tuning.maxCachedWorkflows,
+    maxConcurrentActivityTaskExecutions: tuning.maxConcurrentActivities,
+    maxConcurrentWorkflowTaskExecutions: tuning.maxConcurrentWorkflowTasks,
     ...code,
     ...options.workerOptions,
   });
