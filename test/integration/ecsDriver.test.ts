@@ -20,6 +20,7 @@ import {
   ECSClient,
   ListTasksCommand,
   RegisterTaskDefinitionCommand,
+  type RegisterTaskDefinitionCommandInput,
   type Task,
 } from '@aws-sdk/client-ecs';
 import { createEcsSessionDriver, type EcsSessionDriverDeps } from '../../activities/ecsSessions';
@@ -29,6 +30,7 @@ import type { SessionHandle } from '../../core/session';
 import { sessionRoot, type SyncResult } from '../../core/sync';
 import { startAgent, type RunningAgent } from '../../runtime/agent';
 import { treeHashes, writeSampleProject } from '../support/fixtures';
+import { deployTemplate } from '../support/deployTemplates';
 import { startTestStack, type TestStack } from '../support/testStack';
 
 const region = 'us-east-1';
@@ -78,16 +80,8 @@ before(async () => {
   };
   ecs = new ECSClient({ region, endpoint: moto.endpoint, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } });
   await ecs.send(new CreateClusterCommand({ clusterName: cluster }));
-  await ecs.send(
-    new RegisterTaskDefinitionCommand({
-      family: 'ferry-agent',
-      requiresCompatibilities: ['FARGATE'],
-      networkMode: 'awsvpc',
-      cpu: '512',
-      memory: '1024',
-      containerDefinitions: [{ name: 'ferry-agent', image: 'ferry-agent:test', memory: 1024, essential: true, portMappings: [{ containerPort: 8390 }] }],
-    }),
-  );
+  // The task definition users register (deploy/ecs/runtime-task-definition.json), as envsubst fills it.
+  await ecs.send(new RegisterTaskDefinitionCommand(deployTemplate<RegisterTaskDefinitionCommandInput>('ecs/runtime-task-definition.json')));
 });
 
 after(async () => {
@@ -156,6 +150,7 @@ describe('ecs session driver against moto', () => {
     const task = await describe1(provisioned.details.taskArn);
     assert.equal(task.lastStatus, 'RUNNING');
     assert.equal(task.launchType, 'FARGATE');
+    assert.match(task.taskDefinitionArn ?? '', /:task-definition\/ferry-agent:1$/);
     assert.equal(task.startedBy, `ferry-${sessionId}`);
     assert.deepEqual(task.tags, [{ key: 'ferry:session', value: sessionId }]);
     assert.equal(env.FERRY_AGENT_TOKEN, token);
