@@ -204,6 +204,7 @@ export function createEcsSessionDriver(deps: EcsSessionDriverDeps): SessionDrive
       { name: 'FERRY_AGENT_ROOT', value: ECS_AGENT_ROOT },
       { name: 'FERRY_AGENT_HOST', value: '0.0.0.0' },
       { name: 'FERRY_AGENT_PORT', value: String(settings.agentPort) },
+      // Not read by the agent: code run in the session can learn its session id from its environment.
       { name: 'FERRY_SESSION_ID', value: request.sessionId },
     ];
     let response;

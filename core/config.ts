@@ -286,7 +286,16 @@ function resolveDeploymentConfig(
 
 function resolveEcsSettings(read: Reader): EcsSettings | undefined {
   const cluster = read('FERRY_ECS_CLUSTER');
-  const dependents: SettingName[] = ['FERRY_ECS_TASK_DEFINITION', 'FERRY_ECS_SUBNETS', 'FERRY_ECS_SECURITY_GROUPS', 'FERRY_ECS_CONTAINER_NAME', 'FERRY_ECS_AGENT_PORT'];
+  const dependents: SettingName[] = [
+    'FERRY_ECS_TASK_DEFINITION',
+    'FERRY_ECS_SUBNETS',
+    'FERRY_ECS_SECURITY_GROUPS',
+    'FERRY_ECS_CONTAINER_NAME',
+    'FERRY_ECS_ASSIGN_PUBLIC_IP',
+    'FERRY_ECS_AGENT_PORT',
+    'FERRY_ECS_REGION',
+    'FERRY_ECS_ENDPOINT',
+  ];
   if (cluster === undefined) {
     const orphan = dependents.find((name) => read(name) !== undefined);
     if (orphan) throw new ConfigError(orphan, 'has no effect without FERRY_ECS_CLUSTER');
