@@ -20,6 +20,7 @@ import { repoRoot } from './services';
 import { DEFAULT_PORTS, startStack, stopStack } from './stack';
 import { connectClient } from './temporal';
 import { renderTimelineHtml } from './timelineHtml';
+import { runCodecServer } from './codecServer';
 
 const print = (text: string) => process.stdout.write(`${text}\n`);
 
@@ -245,6 +246,16 @@ export function buildProgram(): Command {
         const diagnosis = await explainWorkflow(client, config, workflowId, options.gapThreshold);
         print(options.json ? JSON.stringify(diagnosis) : formatDiagnosis(diagnosis));
       });
+    });
+
+  program
+    .command('codec-server')
+    .description('serve the payload codec (POST /encode, /decode) so the Temporal Web UI can show encrypted payloads; needs FERRY_CODEC_KEY')
+    .addOption(new Option('--port <port>', 'port to listen on').default(8888).argParser(portArgument))
+    .option('--host <host>', 'address to bind (anyone who can reach it can decrypt history)', '127.0.0.1')
+    .option('--origin <url...>', 'browser origins allowed to call it (default: FERRY_WEB_UI_URL)')
+    .action(async (options: { port: number; host: string; origin?: string[] }) => {
+      await runCodecServer(loadConfig(), options, print);
     });
 
   return program;

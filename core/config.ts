@@ -6,7 +6,16 @@
  */
 
 export interface FerryConfig {
-  temporal: { address: string; namespace: string; taskQueue: string; webUiUrl: string };
+  temporal: {
+    address: string;
+    namespace: string;
+    taskQueue: string;
+    webUiUrl: string;
+    /** Set → connect over TLS; file paths are read when connecting (this module does no I/O). */
+    tls?: TemporalTlsSettings;
+    /** Temporal Cloud API key. Never logged or sent through history. */
+    apiKey?: string;
+  };
   s3: {
     endpoint?: string;
     region: string;
@@ -26,6 +35,52 @@ export interface FerryConfig {
     /** Folder holding the roots of `local` sessions, one per session id. */
     localDir: string;
   };
+  worker: WorkerSettings;
+  /** Set when this worker may run sessions as ECS Fargate tasks (FERRY_ECS_CLUSTER given). */
+  ecs?: EcsSettings;
+  ssm: { documentName: string };
+  /** Set → payloads in workflow history are encrypted (AES-256-GCM) with this 32-byte key. */
+  codec?: { key: Uint8Array };
+}
+
+export interface TemporalTlsSettings {
+  /** SNI / host name override. */
+  serverName?: string;
+  /** PEM file of the CA that signed the server's certificate; unset → system roots (Temporal Cloud). */
+  caFile?: string;
+  /** PEM files of the client certificate and key for mTLS; both or neither. */
+  clientCertFile?: string;
+  clientKeyFile?: string;
+}
+
+export interface WorkerSettings {
+  /** Unset → the SDK's default, which scales with the machine's memory. */
+  maxCachedWorkflows?: number;
+  maxConcurrentActivities: number;
+  maxConcurrentWorkflowTasks: number;
+  /** A workflow bundle built ahead of time (`npm run bundle`); unset → workflows are bundled at start. */
+  workflowBundlePath?: string;
+  /** host:port serving Prometheus metrics at /metrics; unset → no metrics endpoint. */
+  metricsAddress?: string;
+  /** How long a SIGTERM'd worker lets running activities finish before cancelling them. */
+  shutdownGraceSeconds: number;
+}
+
+/** Where and how session tasks run on ECS Fargate (activities/ecsSessions). */
+export interface EcsSettings {
+  cluster: string;
+  /** Family, family:revision or ARN of the runtime agent's task definition (deploy/ecs/runtime-task-definition.json). */
+  taskDefinition: string;
+  /** The agent's container in that task definition; its environment is overridden per session. */
+  containerName: string;
+  subnets: string[];
+  securityGroups: string[];
+  assignPublicIp: boolean;
+  /** Port the agent listens on inside the task (the security group must let the worker reach it). */
+  agentPort: number;
+  region: string;
+  /** Unset → AWS; set for an emulator. */
+  endpoint?: string;
 }
 
 /** Values a running embedded stack provides (see client/stack.ts); all optional. */
@@ -44,10 +99,33 @@ export const SETTINGS = {
   FERRY_S3_ACCESS_KEY_ID: 'S3 access key id; unset → AWS default credential chain',
   FERRY_S3_SECRET_ACCESS_KEY: 'S3 secret access key (required with FERRY_S3_ACCESS_KEY_ID)',
   FERRY_PRESIGN_EXPIRY_SECONDS: 'lifetime of presigned URLs handed to targets (default 900, 60..3600)',
-  FERRY_LOCAL_AGENT_URL: 'URL of the local runtime agent (the "local" target)',
-  FERRY_LOCAL_AGENT_TOKEN: 'bearer token of the local runtime agent',
+  FERRY_LOCAL_AGENT_URL: 'URL of the local runtime agent (the "local" target; default unset, `ferry up` sets it)',
+  FERRY_LOCAL_AGENT_TOKEN: 'bearer token of the local runtime agent (default unset, `ferry up` sets it)',
   FERRY_SESSION_SECRET: 'secret (at least 32 characters) session agent tokens are derived from; required to run pipelines',
   FERRY_SESSIONS_DIR: 'folder holding local session roots (default .ferry/sessions under the working directory)',
+  FERRY_TEMPORAL_TLS: 'true|false; connect to Temporal over TLS (default false; true when FERRY_TEMPORAL_API_KEY or a client certificate is set)',
+  FERRY_TEMPORAL_TLS_CERT: 'PEM file of the client certificate for mTLS (default none; needs FERRY_TEMPORAL_TLS_KEY)',
+  FERRY_TEMPORAL_TLS_KEY: 'PEM file of the client private key for mTLS (default none; needs FERRY_TEMPORAL_TLS_CERT)',
+  FERRY_TEMPORAL_TLS_CA: "PEM file of the server's CA (default: the system's trusted roots)",
+  FERRY_TEMPORAL_TLS_SERVER_NAME: 'TLS server name override (default: the host of FERRY_TEMPORAL_ADDRESS)',
+  FERRY_TEMPORAL_API_KEY: 'Temporal Cloud API key (default none; implies TLS)',
+  FERRY_WORKER_MAX_CACHED_WORKFLOWS: "workflows a worker keeps in memory (default: the SDK's, scaled to memory)",
+  FERRY_WORKER_MAX_CONCURRENT_ACTIVITIES: 'activities a worker runs at once (default 20)',
+  FERRY_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: 'workflow tasks a worker runs at once (default 40)',
+  FERRY_WORKFLOW_BUNDLE: 'prebuilt workflow bundle (`npm run bundle` → dist/workflow-bundle.js); default: bundle at worker start',
+  FERRY_METRICS_ADDRESS: 'host:port where the worker serves Prometheus metrics at /metrics (default: off)',
+  FERRY_WORKER_SHUTDOWN_GRACE_SECONDS: 'after SIGTERM, seconds running activities get to finish (default 25, below ECS\'s 30 s stop timeout)',
+  FERRY_ECS_CLUSTER: 'ECS cluster session tasks run in (default none: the ecs target is off)',
+  FERRY_ECS_TASK_DEFINITION: 'task definition of the runtime agent (required with FERRY_ECS_CLUSTER)',
+  FERRY_ECS_CONTAINER_NAME: 'the agent container in that task definition (default ferry-agent)',
+  FERRY_ECS_SUBNETS: 'comma-separated subnet ids for session tasks (required with FERRY_ECS_CLUSTER)',
+  FERRY_ECS_SECURITY_GROUPS: 'comma-separated security group ids for session tasks (default none: the VPC default group)',
+  FERRY_ECS_ASSIGN_PUBLIC_IP: 'true|false; give session tasks a public IP (default false; needed in public subnets without NAT to pull images)',
+  FERRY_ECS_AGENT_PORT: 'port the agent listens on in the task (default 8390)',
+  FERRY_ECS_REGION: 'ECS region (default FERRY_S3_REGION)',
+  FERRY_ECS_ENDPOINT: 'ECS endpoint URL (default: AWS; set for an emulator)',
+  FERRY_SSM_DOCUMENT: 'SSM document training targets run commands with (default AWS-RunShellScript)',
+  FERRY_CODEC_KEY: 'base64 of a 32-byte key; set → payloads in workflow history are AES-256-GCM encrypted (default: off)',
 } as const;
 
 export type SettingName = keyof typeof SETTINGS;
@@ -104,8 +182,10 @@ export function resolveConfig(env: Record<string, string | undefined>, stack: St
   const sessionSecret = read('FERRY_SESSION_SECRET');
   if (sessionSecret !== undefined && sessionSecret.length < 32) throw new ConfigError('FERRY_SESSION_SECRET', `must be at least 32 characters, got ${sessionSecret.length}`);
 
+  const { temporalConnection, ...deployment } = resolveDeploymentConfig(read, address);
   return {
     temporal: {
+      ...temporalConnection,
       address,
       namespace: read('FERRY_NAMESPACE') ?? 'default',
       taskQueue: read('FERRY_TASK_QUEUE') ?? 'ferry',
@@ -122,6 +202,122 @@ export function resolveConfig(env: Record<string, string | undefined>, stack: St
     },
     localAgent: agentUrl && agentToken ? { url: agentUrl.replace(/\/$/, ''), token: agentToken } : undefined,
     sessions: { secret: sessionSecret, localDir: read('FERRY_SESSIONS_DIR') ?? '.ferry/sessions' },
+    ...deployment,
+  };
+}
+
+type Reader = (name: SettingName) => string | undefined;
+
+function readBoolean(read: Reader, name: SettingName): boolean | undefined {
+  const text = read(name);
+  if (text === undefined) return undefined;
+  if (text !== 'true' && text !== 'false') throw new ConfigError(name, `expected true or false, got ${JSON.stringify(text)}`);
+  return text === 'true';
+}
+
+function readInteger(read: Reader, name: SettingName, min: number, max: number): number | undefined {
+  const text = read(name);
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || value < min || value > max) throw new ConfigError(name, `expected a whole number from ${min} to ${max}, got ${JSON.stringify(text)}`);
+  return value;
+}
+
+function readList(read: Reader, name: SettingName, pattern: RegExp, what: string): string[] {
+  const items = (read(name) ?? '')
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+  const bad = items.find((item) => !pattern.test(item));
+  if (bad !== undefined) throw new ConfigError(name, `${JSON.stringify(bad)} is not ${what}`);
+  return items;
+}
+
+/** Settings for running beyond one machine: Temporal Cloud / TLS, worker tuning, ECS, SSM, payload encryption. */
+function resolveDeploymentConfig(
+  read: Reader,
+  temporalAddress: string,
+): Pick<FerryConfig, 'worker' | 'ecs' | 'ssm' | 'codec'> & { temporalConnection: Pick<FerryConfig['temporal'], 'tls' | 'apiKey'> } {
+  const cert = read('FERRY_TEMPORAL_TLS_CERT');
+  const key = read('FERRY_TEMPORAL_TLS_KEY');
+  if ((cert === undefined) !== (key === undefined))
+    throw new ConfigError(cert === undefined ? 'FERRY_TEMPORAL_TLS_CERT' : 'FERRY_TEMPORAL_TLS_KEY', 'set both FERRY_TEMPORAL_TLS_CERT and FERRY_TEMPORAL_TLS_KEY, or neither');
+  const apiKey = read('FERRY_TEMPORAL_API_KEY');
+  const tlsFlag = readBoolean(read, 'FERRY_TEMPORAL_TLS');
+  if (tlsFlag === false && (apiKey !== undefined || cert !== undefined))
+    throw new ConfigError('FERRY_TEMPORAL_TLS', `is false, but ${apiKey !== undefined ? 'FERRY_TEMPORAL_API_KEY' : 'FERRY_TEMPORAL_TLS_CERT'} needs TLS`);
+  const useTls = tlsFlag ?? (apiKey !== undefined || cert !== undefined);
+  if (!useTls && (read('FERRY_TEMPORAL_TLS_CA') !== undefined || read('FERRY_TEMPORAL_TLS_SERVER_NAME') !== undefined))
+    throw new ConfigError(read('FERRY_TEMPORAL_TLS_CA') !== undefined ? 'FERRY_TEMPORAL_TLS_CA' : 'FERRY_TEMPORAL_TLS_SERVER_NAME', `needs TLS: set FERRY_TEMPORAL_TLS=true (address ${temporalAddress})`);
+
+  const metricsAddress = read('FERRY_METRICS_ADDRESS');
+  if (metricsAddress !== undefined && !/^[^\s:/]+:\d{1,5}$/.test(metricsAddress))
+    throw new ConfigError('FERRY_METRICS_ADDRESS', `expected host:port, got ${JSON.stringify(metricsAddress)}`);
+
+  const codecText = read('FERRY_CODEC_KEY');
+  let codec: FerryConfig['codec'];
+  if (codecText !== undefined) {
+    const key = /^[A-Za-z0-9+/]+={0,2}$/.test(codecText) ? Buffer.from(codecText, 'base64') : Buffer.alloc(0);
+    if (key.length !== 32) throw new ConfigError('FERRY_CODEC_KEY', 'expected the base64 of exactly 32 random bytes (e.g. `openssl rand -base64 32`)');
+    codec = { key };
+  }
+
+  return {
+    temporalConnection: {
+      tls: useTls
+        ? { serverName: read('FERRY_TEMPORAL_TLS_SERVER_NAME'), caFile: read('FERRY_TEMPORAL_TLS_CA'), clientCertFile: cert, clientKeyFile: key }
+        : undefined,
+      apiKey,
+    },
+    worker: {
+      maxCachedWorkflows: readInteger(read, 'FERRY_WORKER_MAX_CACHED_WORKFLOWS', 0, 100_000),
+      maxConcurrentActivities: readInteger(read, 'FERRY_WORKER_MAX_CONCURRENT_ACTIVITIES', 1, 10_000) ?? 20,
+      // The SDK requires at least 2 workflow task slots when workflows are cached.
+      maxConcurrentWorkflowTasks: readInteger(read, 'FERRY_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS', 2, 10_000) ?? 40,
+      workflowBundlePath: read('FERRY_WORKFLOW_BUNDLE'),
+      metricsAddress,
+      shutdownGraceSeconds: readInteger(read, 'FERRY_WORKER_SHUTDOWN_GRACE_SECONDS', 0, 3600) ?? 25,
+    },
+    ecs: resolveEcsSettings(read),
+    ssm: { documentName: read('FERRY_SSM_DOCUMENT') ?? 'AWS-RunShellScript' },
+    codec,
+  };
+}
+
+function resolveEcsSettings(read: Reader): EcsSettings | undefined {
+  const cluster = read('FERRY_ECS_CLUSTER');
+  const dependents: SettingName[] = [
+    'FERRY_ECS_TASK_DEFINITION',
+    'FERRY_ECS_SUBNETS',
+    'FERRY_ECS_SECURITY_GROUPS',
+    'FERRY_ECS_CONTAINER_NAME',
+    'FERRY_ECS_ASSIGN_PUBLIC_IP',
+    'FERRY_ECS_AGENT_PORT',
+    'FERRY_ECS_REGION',
+    'FERRY_ECS_ENDPOINT',
+  ];
+  if (cluster === undefined) {
+    const orphan = dependents.find((name) => read(name) !== undefined);
+    if (orphan) throw new ConfigError(orphan, 'has no effect without FERRY_ECS_CLUSTER');
+    return undefined;
+  }
+  const taskDefinition = read('FERRY_ECS_TASK_DEFINITION');
+  if (taskDefinition === undefined) throw new ConfigError('FERRY_ECS_TASK_DEFINITION', 'required when FERRY_ECS_CLUSTER is set');
+  const subnets = readList(read, 'FERRY_ECS_SUBNETS', /^subnet-[0-9a-f]+$/, 'a subnet id (subnet-…)');
+  if (subnets.length === 0) throw new ConfigError('FERRY_ECS_SUBNETS', 'required when FERRY_ECS_CLUSTER is set (comma-separated subnet ids)');
+  const endpoint = read('FERRY_ECS_ENDPOINT');
+  if (endpoint !== undefined && !/^https?:\/\/[^\s/]+\/?$/.test(endpoint))
+    throw new ConfigError('FERRY_ECS_ENDPOINT', `expected an http(s) URL without a path, got ${JSON.stringify(endpoint)}`);
+  return {
+    cluster,
+    taskDefinition,
+    containerName: read('FERRY_ECS_CONTAINER_NAME') ?? 'ferry-agent',
+    subnets,
+    securityGroups: readList(read, 'FERRY_ECS_SECURITY_GROUPS', /^sg-[0-9a-f]+$/, 'a security group id (sg-…)'),
+    assignPublicIp: readBoolean(read, 'FERRY_ECS_ASSIGN_PUBLIC_IP') ?? false,
+    agentPort: readInteger(read, 'FERRY_ECS_AGENT_PORT', 1, 65535) ?? 8390,
+    region: read('FERRY_ECS_REGION') ?? read('FERRY_S3_REGION') ?? 'us-east-1',
+    endpoint: endpoint?.replace(/\/$/, ''),
   };
 }
 

@@ -52,6 +52,12 @@ export const FailureType = {
   PipelineAborted: 'PipelineAborted',
   /** A file under artifacts/ changed while it was collected. Retryable. */
   ArtifactChanged: 'ArtifactChanged',
+  /** ECS refused to start a session's task (RunTask `failures` or an error naming the cause). Retryable only for capacity and throttling. */
+  SessionLaunchFailed: 'SessionLaunchFailed',
+  /** A session's ECS task stopped before its agent answered; details carry `stoppedReason`, `stopCode` and container exit codes. Non-retryable. */
+  SessionTaskStopped: 'SessionTaskStopped',
+  /** A session's ECS task stayed in PROVISIONING/PENDING past its limit; the task is stopped. Retryable: the next attempt starts a fresh one. */
+  SessionTaskStalled: 'SessionTaskStalled',
 } as const;
 
 export type FailureTypeName = (typeof FailureType)[keyof typeof FailureType];

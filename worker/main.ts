@@ -1,9 +1,13 @@
 /**
  * Worker entry point: `node dist/worker/main.js`. Configuration comes from
- * FERRY_* environment variables (core/config); SIGINT/SIGTERM shut it down
- * gracefully (the SDK finishes or cancels running activities first).
+ * FERRY_* environment variables (core/config). In production it loads the
+ * workflow bundle built by `npm run bundle` (FERRY_WORKFLOW_BUNDLE) instead
+ * of bundling at start, serves Prometheus metrics when
+ * FERRY_METRICS_ADDRESS is set, and on SIGTERM/SIGINT stops polling, gives
+ * running activities FERRY_WORKER_SHUTDOWN_GRACE_SECONDS to finish, and exits 0.
  */
-import { NativeConnection } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { temporalConnectionOptions } from '../client/temporal';
 import { resolveConfig } from '../core/config';
 import { createFerryWorker } from './worker';
 
@@ -12,9 +16,24 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 async function main(): Promise<void> {
   const config = resolveConfig(process.env);
-  const connection = await NativeConnection.connect({ address: config.temporal.address });
+  const { metricsAddress, shutdownGraceSeconds, workflowBundlePath } = config.worker;
+  // The runtime's default shutdown signals (SIGINT, SIGTERM, …) call worker.shutdown(); run() then resolves.
+  Runtime.install({
+    logger: new DefaultLogger('INFO'),
+    telemetryOptions: metricsAddress ? { metrics: { prometheus: { bindAddress: metricsAddress } } } : undefined,
+  });
+  const connection = await NativeConnection.connect(temporalConnectionOptions(config));
   try {
-    const worker = await createFerryWorker({ config, connection });
+    const worker = await createFerryWorker({ config, connection, workerOptions: { shutdownGraceTime: `${shutdownGraceSeconds}s` } });
+    Runtime.instance().logger.info('ferry worker polling', {
+      address: config.temporal.address,
+      namespace: config.temporal.namespace,
+      taskQueue: config.temporal.taskQueue,
+      workflowBundle: workflowBundlePath ?? '(bundled at start)',
+      metrics: metricsAddress ? `http://${metricsAddress}/metrics` : 'off',
+      payloadEncryption: config.codec ? 'on' : 'off',
+      ecsTarget: config.ecs ? config.ecs.cluster : 'off',
+    });
     await worker.run();
   } finally {
     await connection.close();

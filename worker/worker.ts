@@ -4,9 +4,11 @@
  */
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities';
+import { createEcsClient, createEcsSessionDriver } from '../activities/ecsSessions';
 import { createLocalSessionDriver } from '../activities/localSessions';
 import { S3BlobStore, createS3Clients } from '../activities/s3BlobStore';
 import type { FerryConfig } from '../core/config';
+import { payloadCodecsFor } from './payloadCodec';
 
 /** Everything activities need, from configuration. */
 export function activityDepsFromConfig(config: FerryConfig): ActivityDeps {
@@ -19,7 +21,9 @@ export function activityDepsFromConfig(config: FerryConfig): ActivityDeps {
     presignExpirySeconds: config.s3.presignExpirySeconds,
   });
   const local = createLocalSessionDriver({ sessionsDir: config.sessions.localDir, allowedUrlPrefixes: async () => [await blobs.blobUrlPrefix()] });
-  return { blobs, localAgent: config.localAgent, sessions: { secret: config.sessions.secret, drivers: { local } } };
+  // ECS sessions only where FERRY_ECS_CLUSTER (and the rest of the ECS settings) are configured.
+  const ecs = config.ecs ? createEcsSessionDriver({ ecs: createEcsClient(config.ecs), settings: config.ecs, blobs }) : undefined;
+  return { blobs, localAgent: config.localAgent, sessions: { secret: config.sessions.secret, drivers: { local, ...(ecs ? { ecs } : {}) } } };
 }
 
 export interface FerryWorkerOptions {
@@ -32,7 +36,12 @@ export interface FerryWorkerOptions {
 
 export function createFerryWorker(options: FerryWorkerOptions): Promise<Worker> {
   const deps = options.activityDeps ?? activityDepsFromConfig(options.config);
-  const code = options.workerOptions?.workflowBundle ? {} : { workflowsPath: require.resolve('../workflows') };
+  const { worker: tuning } = options.config;
+  const code = options.workerOptions?.workflowBundle
+    ? {}
+    : tuning.workflowBundlePath
+      ? { workflowBundle: { codePath: tuning.workflowBundlePath } }
+      : { workflowsPath: require.resolve('../workflows') };
   return Worker.create({
     connection: options.connection,
     namespace: options.config.temporal.namespace,
@@ -41,6 +50,10 @@ export function createFerryWorker(options: FerryWorkerOptions): Promise<Worker> 
     // The CLI's progress bar reads heartbeat details; the default throttle (80% of the
     // heartbeat timeout) would refresh it every 24 s. One heartbeat RPC a second per activity is cheap.
     maxHeartbeatThrottleInterval: '1s',
+    dataConverter: payloadCodecsFor(options.config.codec),
+    maxCachedWorkflows: tuning.maxCachedWorkflows,
+    maxConcurrentActivityTaskExecutions: tuning.maxConcurrentActivities,
+    maxConcurrentWorkflowTaskExecutions: tuning.maxConcurrentWorkflowTasks,
     ...code,
     ...options.workerOptions,
   });
