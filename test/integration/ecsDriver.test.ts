@@ -30,6 +30,7 @@ import type { SessionHandle } from '../../core/session';
 import { sessionRoot, type SyncResult } from '../../core/sync';
 import { startAgent, type RunningAgent } from '../../runtime/agent';
 import { treeHashes, writeSampleProject } from '../support/fixtures';
+import { PipelineClient } from '../../client/pipelineClient';
 import { deployTemplate } from '../support/deployTemplates';
 import { startTestStack, type TestStack } from '../support/testStack';
 
@@ -194,6 +195,37 @@ describe('ecs session driver against moto', () => {
     const twice = await driver.release(handleForRelease);
     assert.equal(twice.released, false);
     assert.match(twice.detail, /already gone/);
+  });
+
+  it('runs a pipeline whose session is an ECS task: provision through the API, then land, verify, execute and release through the agent protocol', async () => {
+    const sessionId = 'ecs-pipe';
+    const boot = await bootTaskAgentWhenStarted(sessionId);
+    const driver = createEcsSessionDriver({
+      ecs,
+      settings: { cluster, taskDefinition: 'ferry-agent', containerName: 'ferry-agent', subnets: [network.subnet], securityGroups: [network.securityGroup], assignPublicIp: false, agentPort: 8390 },
+      blobs: stack.blobs,
+      agentUrlFor: boot.agentUrlFor,
+      timing: { pollInitialMs: 50, pollMaxMs: 200, healthTimeoutMs: 20_000 },
+    });
+    const taskQueue = 'ferry-ecs-pipeline';
+    await stack.startWorker({ taskQueue, sessions: { secret: stack.config.sessions.secret, drivers: { ecs: driver } } });
+    const source = path.join(work, 'pipeline-source');
+    await writeSampleProject(source);
+    const pipelines = new PipelineClient(stack.client, taskQueue);
+    const { workflowId } = await pipelines.start({ sessionId, target: { kind: 'ecs' }, inputs: [{ path: source }], stages: ['coder'] });
+    const listing = await pipelines.execute(workflowId, { language: 'bash', code: 'ls data/' });
+    assert.equal(listing.exitCode, 0);
+    assert.match(listing.stdoutTail, /README\.md/);
+    const { root } = await boot.booted;
+    const state = await pipelines.state(workflowId);
+    assert.equal(state.session?.root, root, 'the session root is the one the task agent reports');
+    assert.equal(state.session?.target.kind, 'ecs');
+    assert.match(state.session?.details.taskArn ?? '', /^arn:aws:ecs:/);
+    assert.ok(!JSON.stringify(state).includes(sessionToken(stack.config.sessions.secret!, sessionId)), 'no token in workflow state');
+    await pipelines.finishStage(workflowId);
+    const result = await pipelines.result(workflowId);
+    assert.equal(result.stages[0].executions, 1);
+    assert.equal((await describe1(state.session!.details.taskArn)).lastStatus, 'STOPPED', 'releaseSession stopped the task');
   });
 
   it('fails clearly when the task definition is not registered', async () => {

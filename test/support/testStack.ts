@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { AgentClient, type AgentEndpoint } from '../../activities/agentClient';
+import type { ActivityDeps } from '../../activities';
 import { killLocalSessionAgents } from '../../activities/localSessions';
 import type { S3BlobStore } from '../../activities/s3BlobStore';
 import { resolveConfig, type FerryConfig, type StackSettings } from '../../core/config';
@@ -29,7 +30,7 @@ export interface TestStack {
   agentRoot: string;
   agentToken: string;
   /** Starts another worker on its own task queue (e.g. with a test-double agent); stopped with the stack. */
-  startWorker(options: { taskQueue: string; localAgent?: AgentEndpoint }): Promise<Worker>;
+  startWorker(options: { taskQueue: string; localAgent?: AgentEndpoint; sessions?: ActivityDeps['sessions'] }): Promise<Worker>;
   stop(): Promise<void>;
 }
 
@@ -165,11 +166,11 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     const nativeConnection = await NativeConnection.connect({ address: config.temporal.address });
     cleanups.push(() => nativeConnection.close());
 
-    const startWorker = async (options: { taskQueue: string; localAgent?: AgentEndpoint }): Promise<Worker> => {
+    const startWorker = async (options: { taskQueue: string; localAgent?: AgentEndpoint; sessions?: ActivityDeps['sessions'] }): Promise<Worker> => {
       const worker = await createFerryWorker({
         config: { ...config, temporal: { ...config.temporal, taskQueue: options.taskQueue } },
         connection: nativeConnection,
-        activityDeps: { ...deps, localAgent: options.localAgent ?? deps.localAgent },
+        activityDeps: { ...deps, localAgent: options.localAgent ?? deps.localAgent, sessions: options.sessions ?? deps.sessions },
         workerOptions: { workflowBundle: await workflowBundle() },
       });
       const running = worker.run();
