@@ -214,7 +214,14 @@ export function summarizeHistory(events: HistoryEvent[]): HistoryEventSummary[] 
       summaries.push({ kind: 'activityClosed', ...base, status: 'canceled', scheduledEventId: Number(event.activityTaskCanceledEventAttributes!.scheduledEventId ?? 0) });
     } else if (type === EventType.EVENT_TYPE_TIMER_STARTED) {
       const attributes = event.timerStartedEventAttributes;
-      summaries.push({ kind: 'timerStarted', ...base, timerId: attributes?.timerId ?? '', durationMs: durationMs(attributes?.startToFireTimeout) });
+      const summary = decodePayload(event.userMetadata?.summary);
+      summaries.push({
+        kind: 'timerStarted',
+        ...base,
+        timerId: attributes?.timerId ?? '',
+        durationMs: durationMs(attributes?.startToFireTimeout),
+        ...(typeof summary === 'string' ? { summary } : {}),
+      });
     } else if (type === EventType.EVENT_TYPE_TIMER_FIRED) {
       summaries.push({ kind: 'timerFired', ...base, timerId: event.timerFiredEventAttributes?.timerId ?? '' });
     } else if (type === EventType.EVENT_TYPE_TIMER_CANCELED) {

@@ -17,6 +17,7 @@
  * pending-activity info.
  */
 import { formatDurationMs } from './duration';
+import { AGENT_WAIT_TIMER_SUMMARY } from './pipeline';
 import type { FailureSummary, HistoryEventSummary, StepStatus } from './timeline';
 
 /** One pending activity of a running workflow, as DescribeWorkflowExecution reports it. */
@@ -520,7 +521,7 @@ function activityStretches(run: RunState, endMs: number): Stretch[] {
 function workflowStretches(input: DiagnosisInput, runs: RunState[], endMs: number): Stretch[] {
   const stretches: Stretch[] = runs.flatMap((run) => activityStretches(run, endMs));
   const workflowTasks = new Map<number, { scheduledMs: number; taskQueue: string; startedMs?: number; closedMs?: number }>();
-  const timers = new Map<string, { startedMs: number; durationMs?: number; closedMs?: number }>();
+  const timers = new Map<string, { startedMs: number; durationMs?: number; closedMs?: number; summary?: string }>();
   const children = new Map<string, { fromMs: number; workflowType: string; closedMs?: number }>();
   for (const event of input.events) {
     if (event.kind === 'workflowTaskScheduled') workflowTasks.set(event.eventId, { scheduledMs: event.timeMs, taskQueue: event.taskQueue });
@@ -530,7 +531,7 @@ function workflowStretches(input: DiagnosisInput, runs: RunState[], endMs: numbe
     } else if (event.kind === 'workflowTaskClosed') {
       const task = workflowTasks.get(event.scheduledEventId);
       if (task) task.closedMs = event.timeMs;
-    } else if (event.kind === 'timerStarted') timers.set(event.timerId, { startedMs: event.timeMs, durationMs: event.durationMs });
+    } else if (event.kind === 'timerStarted') timers.set(event.timerId, { startedMs: event.timeMs, durationMs: event.durationMs, summary: event.summary });
     else if (event.kind === 'timerFired' || event.kind === 'timerCanceled') {
       const timer = timers.get(event.timerId);
       if (timer) timer.closedMs = event.timeMs;
@@ -563,6 +564,8 @@ function workflowStretches(input: DiagnosisInput, runs: RunState[], endMs: numbe
     }
   }
   for (const [timerId, timer] of timers) {
+    // A stage's idle timeout runs while the workflow awaits the agent: that time is the agent's, not a sleep.
+    if (timer.summary === AGENT_WAIT_TIMER_SUMMARY) continue;
     stretches.push({
       fromMs: timer.startedMs,
       toMs: timer.closedMs ?? endMs,
@@ -918,9 +921,12 @@ function gapPhrase(gap: DiagnosedGap): string {
 }
 
 /** The step whose failure ended the workflow: the last failed activity or refused update in the tree. */
+/** The step that failed the workflow: the last failed or timed-out step, else the last refused update (a refusal alone fails nothing). */
 function decisiveFailure(all: Analysed['diagnosis'][]): ProblemStep | undefined {
-  const failed = all.flatMap((d) => d.steps).filter((s) => s.kind !== 'child' && (s.outcome === 'failed' || s.outcome === 'timedOut' || s.outcome === 'refused'));
-  return failed.sort((a, b) => a.at.localeCompare(b.at))[failed.length - 1];
+  const byTime = (a: ProblemStep, b: ProblemStep) => a.at.localeCompare(b.at);
+  const steps = all.flatMap((d) => d.steps).filter((s) => s.kind !== 'child');
+  const failed = steps.filter((s) => s.outcome === 'failed' || s.outcome === 'timedOut').sort(byTime);
+  return failed.at(-1) ?? steps.filter((s) => s.outcome === 'refused').sort(byTime).at(-1);
 }
 
 /** What the session's story says about executions (or, with none, about the last verification). */

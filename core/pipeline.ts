@@ -6,6 +6,9 @@ import { parseDurationMs } from './duration';
 import { sessionIdProblem } from './sync';
 import { SESSION_TARGET_KINDS, type SessionHandle, type SessionTargetRef } from './session';
 
+/** Summary of the timer a stage waits on for the agent's next update or signal; diagnosis counts that time as waiting for the agent. */
+export const AGENT_WAIT_TIMER_SUMMARY = 'waiting for the agent (stage idle timeout)';
+
 export const DEFAULT_STAGES = ['coder', 'validator', 'reporter'] as const;
 export const EXECUTE_LANGUAGES = ['bash', 'python', 'node'] as const;
 export type ExecuteLanguage = (typeof EXECUTE_LANGUAGES)[number];

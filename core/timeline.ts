@@ -49,7 +49,7 @@ export type HistoryEventSummary =
       /** Why Temporal stopped retrying: `nonRetryableFailure`, `maximumAttemptsReached`, `timeout`, … */
       retryState?: string;
     }
-  | { kind: 'timerStarted'; eventId: number; timeMs: number; timerId: string; durationMs?: number }
+  | { kind: 'timerStarted'; eventId: number; timeMs: number; timerId: string; durationMs?: number; summary?: string }
   | { kind: 'timerFired' | 'timerCanceled'; eventId: number; timeMs: number; timerId: string }
   | { kind: 'signal'; eventId: number; timeMs: number; name: string; input?: unknown }
   /** An update the workflow accepted. */

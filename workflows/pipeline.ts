@@ -27,6 +27,7 @@ import type { FerryActivities } from '../activities';
 import { FailureType } from '../core/errors';
 import type { ManifestRef } from '../core/manifest';
 import {
+  AGENT_WAIT_TIMER_SUMMARY,
   describeInputRef,
   executeRequestProblems,
   inputRefsProblems,
@@ -135,6 +136,8 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
   let touches = 0;
   let executionsRunning = 0;
   let continuing = false;
+  /** Why the pipeline is ending, for executions that arrive too late to run. */
+  let endReason: string | undefined;
   const lock = new SessionLock();
   const currentStage = () => state.stages[stageIndex];
   const ids = () => ({ sessionId: input.sessionId, stage: currentStage()?.name });
@@ -279,7 +282,10 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
       touches++;
       // An execute sent right after finishStage belongs to the next stage.
       await condition(() => (ready && finishRequested === undefined) || abortRequested !== undefined || state.status === 'failed');
-      if (abortRequested || state.status === 'failed') throw ApplicationFailure.create({ type: FailureType.PipelineAborted, message: 'the pipeline is ending; nothing runs', nonRetryable: true });
+      if (abortRequested || state.status === 'failed') {
+        const reason = abortRequested ? `aborted: ${abortRequested.reason}` : (endReason ?? 'the pipeline failed');
+        throw ApplicationFailure.create({ type: FailureType.PipelineAborted, message: `nothing runs: ${reason}`, details: [{ reason }], nonRetryable: true });
+      }
       executionsRunning++;
       try {
         return await lock.run(() => runExecution(request));
@@ -346,6 +352,7 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
         const active = await condition(
           () => finishRequested !== undefined || abortRequested !== undefined || touches !== seen || pendingInputs.length > 0 || (executionsRunning === 0 && historyTooLong()),
           input.stageIdleTimeoutMs,
+          { summary: AGENT_WAIT_TIMER_SUMMARY },
         );
         if (abortRequested) {
           throw ApplicationFailure.create({ type: FailureType.PipelineAborted, message: `aborted: ${abortRequested.reason}`, details: [{ reason: abortRequested.reason, stage: stage.name }], nonRetryable: true });
@@ -391,7 +398,10 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
       restartsDetected: state.restartsDetected,
     };
   } catch (err) {
-    if (!continuing) state.status = 'failed';
+    if (!continuing) {
+      endReason = err instanceof Error ? err.message : String(err);
+      state.status = 'failed';
+    }
     throw err;
   } finally {
     // Continue-as-new hands the session to the next run; every other ending releases it, also on cancel.
