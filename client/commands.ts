@@ -137,7 +137,9 @@ export function formatTimeline(timeline: Timeline & { workflowId: string; workfl
     timeline.startedAt && timeline.closedAt ? ` in ${formatDurationMs(Date.parse(timeline.closedAt) - Date.parse(timeline.startedAt))}` : '';
   const lines = [`${timeline.workflowType} ${timeline.workflowId}: ${timeline.status}${total} (started ${timeline.startedAt ?? '?'})`];
   if (timeline.failure) lines.push(`  failure: ${timeline.failure.type ? `${timeline.failure.type}: ` : ''}${timeline.failure.message}`);
+  const staged = timeline.steps.some((step) => step.stage);
   const rows = timeline.steps.map((step) => [
+    ...(staged ? [step.stage ?? '-'] : []),
     step.name,
     String(step.attempts),
     clockTime(step.scheduledAt),
@@ -145,7 +147,7 @@ export function formatTimeline(timeline: Timeline & { workflowId: string; workfl
     step.durationMs === undefined ? '-' : formatDurationMs(step.durationMs),
     step.status + (step.failure ? `: ${step.failure.message.slice(0, 100)}` : ''),
   ]);
-  lines.push('', renderTable(['STEP', 'ATTEMPTS', 'SCHEDULED', 'WAIT', 'DURATION', 'RESULT'], rows));
+  lines.push('', renderTable([...(staged ? ['STAGE'] : []), 'STEP', 'ATTEMPTS', 'SCHEDULED', 'WAIT', 'DURATION', 'RESULT'], rows));
   for (const retry of timeline.retries) {
     lines.push(`  ↻ ${retry.step} took ${retry.attempts} attempts${retry.lastRetryFailure ? `; last retried after: ${retry.lastRetryFailure.message}` : ''}`);
   }

@@ -9,7 +9,7 @@ import { workflowUiUrl, type FerryConfig } from '../core/config';
 import { formatBytes, formatDurationMs } from '../core/duration';
 import { inputRefProblem, type ExecuteResult, type PipelineInputRef, type PipelineState } from '../core/pipeline';
 import { CommandError } from './commands';
-import { clockTime, renderTable } from './format';
+import { renderTable } from './format';
 import { PipelineClient } from './pipelineClient';
 
 /** `--input` values: s3://… is an S3 prefix, anything else a folder on the worker's machine. */
@@ -72,14 +72,4 @@ export function formatStatus(config: FerryConfig, workflowId: string, state: Pip
   }
   lines.push('', `web ui: ${workflowUiUrl(config, workflowId)}`);
   return lines.join('\n');
-}
-
-export function formatPipelineTimeline(steps: { step: string; stage?: string; startedAt: string; endedAt?: string; outcome?: string; detail?: string }[]): string {
-  return renderTable(['STARTED', 'STAGE', 'STEP', 'DURATION', 'RESULT'], steps.map((s) => [
-    clockTime(s.startedAt),
-    s.stage ?? '-',
-    s.step,
-    s.endedAt ? formatDurationMs(Date.parse(s.endedAt) - Date.parse(s.startedAt)) : 'running',
-    `${s.outcome ?? ''}${s.detail ? ` (${s.detail})` : ''}`,
-  ]));
 }

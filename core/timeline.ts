@@ -87,6 +87,8 @@ export type StepStatus = 'completed' | 'failed' | 'timedOut' | 'canceled' | 'run
 export interface TimelineStep {
   activityId: string;
   name: string;
+  /** The pipeline stage (search attribute FerryStage) the step ran in, when there is one. */
+  stage?: string;
   status: StepStatus;
   /** Attempts made so far (1 = no retry). For a step still scheduled, the attempts that already failed. */
   attempts: number;
@@ -137,9 +139,16 @@ export function buildTimeline(events: HistoryEventSummary[], gapThresholdMs: num
   const timeline: Timeline = { status: 'running', steps: [], gaps: [], retries: [] };
   let startedMs: number | undefined;
   let closedMs: number | undefined;
+  let stage: string | undefined;
 
   for (const event of events) {
     switch (event.kind) {
+      case 'searchAttributesUpserted': {
+        const value = event.attributes.FerryStage;
+        const upserted = Array.isArray(value) ? value[0] : value;
+        if (typeof upserted === 'string') stage = upserted;
+        break;
+      }
       case 'workflowStarted':
         startedMs = event.timeMs;
         timeline.startedAt = iso(event.timeMs);
@@ -154,6 +163,7 @@ export function buildTimeline(events: HistoryEventSummary[], gapThresholdMs: num
         steps.set(event.eventId, {
           activityId: event.activityId,
           name: event.activityType,
+          ...(stage ? { stage } : {}),
           status: 'scheduled',
           attempts: 0,
           scheduledAt: iso(event.timeMs),
