@@ -937,7 +937,11 @@ function storyClause(story: StoryResult, includeVerification: boolean): string |
   if (afterRestart) {
     return `${afterRestart.execution.stage ?? 'code'} ran on a restarted session; inputs were ${afterRestart.relanded ? 're-landed and ' : ''}verified at ${clock(afterRestart.verifiedAtMs)} before execution`;
   }
-  if (story.events.some((e) => e.kind === 'executed' || e.kind === 'execution-failed')) return 'every execution ran on inputs verified on the same boot';
+  if (story.events.some((e) => e.kind === 'executed' || e.kind === 'execution-failed')) {
+    const reLanded = story.events.filter((e) => e.kind === 're-landed');
+    const healed = reLanded.length ? `; inputs that vanished from the session were re-landed ${reLanded.length}× and verified before the next execution (last at ${reLanded.at(-1)!.at.slice(11, 19)})` : '';
+    return `every execution ran on inputs verified on the same boot${healed}`;
+  }
   return includeVerification ? story.events.filter((e) => e.kind === 'verified').pop()?.detail : undefined;
 }
 

@@ -98,6 +98,7 @@ describe('ferry explain on the real pipeline', () => {
     assert.ok(reLanded > 0, `re-landed in the session story: ${kinds.join(', ')}`);
     assert.ok(kinds.indexOf('verified', reLanded) > reLanded, 'verified after the re-land');
     assert.ok(kinds.lastIndexOf('executed') > kinds.indexOf('verified', reLanded), 'the second execution came after the re-verification');
+    assert.match(diagnosis.verdict, /inputs that vanished from the session were re-landed 1× and verified before the next execution/);
     assert.match(JSON.stringify(diagnosis.session.filter((e) => e.kind === 'checked')), new RegExp(DEMO_CSV.replace(/\./g, '\\.')), 'the check named the vanished file');
   });
 
