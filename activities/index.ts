@@ -2,16 +2,20 @@
  * All of ferry's activities, built from configured clients. The worker passes
  * real clients; tests pass real local servers.
  */
+import type { SSMClient } from '@aws-sdk/client-ssm';
 import type { AgentEndpoint } from './agentClient';
 import { createBlobActivities, type UploadTuning } from './blobs';
 import { createLocalSourceActivities } from './localSource';
 import type { S3BlobStore } from './s3BlobStore';
 import { createTargetActivities } from './target';
+import { createTrainingActivities } from './training';
 
 export interface ActivityDeps {
   blobs: S3BlobStore;
   localAgent?: AgentEndpoint;
   uploadTuning?: Partial<UploadTuning>;
+  /** SSM client for `ssm` training targets; default: built from the AWS SDK's default chain when first needed. */
+  ssm?: SSMClient;
 }
 
 export function createActivities(deps: ActivityDeps) {
@@ -19,6 +23,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createLocalSourceActivities({ blobs: deps.blobs }),
     ...createBlobActivities({ blobs: deps.blobs, tuning: deps.uploadTuning }),
     ...createTargetActivities({ blobs: deps.blobs, localAgent: deps.localAgent }),
+    ...createTrainingActivities({ blobs: deps.blobs, ssm: deps.ssm }),
   };
 }
 

@@ -1,1 +1,2 @@
 export { syncWorkflow } from './sync';
+export { trainingWorkflow } from './training';
