@@ -365,7 +365,13 @@ export function createTrainingActivities(deps: TrainingDeps) {
         const archiveSha256 = archiveHash.digest('hex');
         const archiveBytes = (await stat(archivePath)).size;
         const archiveKey = `${trainingTmpPrefix(blobs.keyPrefix, input.runId)}archive-${release}.tgz`;
-        await blobs.putFile(archiveKey, archivePath, archiveBytes, archiveSha256, context.cancellationSignal);
+        // One PUT carries the whole archive: keep heartbeating while it is on the wire.
+        const beat = setInterval(() => context.heartbeat(progress), 5_000);
+        try {
+          await blobs.putFile(archiveKey, archivePath, archiveBytes, archiveSha256, context.cancellationSignal);
+        } finally {
+          clearInterval(beat);
+        }
 
         const report = await runScript<{ release: string; files: number; deleted: number }>(
           input,

@@ -16,6 +16,7 @@ import { runDemo } from './demo';
 import { repoRoot } from './services';
 import { DEFAULT_PORTS, startStack, stopStack } from './stack';
 import { connectClient } from './temporal';
+import { registerTrainingCommands } from './training';
 
 const print = (text: string) => process.stdout.write(`${text}\n`);
 
@@ -136,6 +137,8 @@ export function buildProgram(): Command {
         print(options.json ? JSON.stringify({ ...timeline, webUiUrl }) : formatTimeline(timeline, options.gap, webUiUrl));
       });
     });
+
+  registerTrainingCommands(program);
 
   return program;
 }

@@ -40,7 +40,7 @@ const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maxim
 /** Reads and hashes the project; heartbeats per chunk. */
 const snapshotStep: ActivityOptions = { startToCloseTimeout: '1h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 5 } };
 /** Moves bytes (upload, archive, landing); transient network faults are common. */
-const transferStep: ActivityOptions = { startToCloseTimeout: '4h', heartbeatTimeout: '60s', retry: { ...retry, maximumAttempts: 10 } };
+const transferStep: ActivityOptions = { startToCloseTimeout: '4h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 10 } };
 /** Re-hashing on the target; a mismatch rarely heals itself, so it surfaces after a few attempts. */
 const verifyStep: ActivityOptions = { startToCloseTimeout: '1h', heartbeatTimeout: '60s', retry: { ...retry, initialInterval: '2s', maximumAttempts: 3 } };
 /** One short script (start, probe); SSM delivery can take tens of seconds. */
