@@ -29,11 +29,16 @@ export interface UploadBlobsResult {
   bytesSkipped: number;
   /** Multipart uploads continued from an earlier attempt instead of restarted. */
   uploadsResumed: number;
+  /** Bytes this attempt sent (less than bytesUploaded when it resumed parts an earlier attempt stored). */
+  bytesSent: number;
 }
+
+/** A multipart upload in flight; `partsDone` counts parts stored so far (a retried attempt lists them from S3). */
+export type MultipartProgress = MultipartState & { partsDone?: number };
 
 /** Heartbeat details: progress plus what a retried attempt needs to resume. */
 export interface UploadHeartbeat extends TransferProgress {
-  multipart: MultipartState[];
+  multipart: MultipartProgress[];
 }
 
 export interface UploadTuning {
@@ -111,7 +116,7 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
     absolutePath: string,
     resumeFrom: MultipartState | undefined,
     heartbeat: UploadHeartbeat,
-    onBytes: (n: number) => void,
+    onBytes: (n: number, sent: boolean) => void,
     abortSignal: AbortSignal,
   ): Promise<boolean> {
     let state = resumeFrom;
@@ -121,7 +126,8 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
       doneParts = [];
     }
     const resumed = doneParts.length > 0;
-    heartbeat.multipart.push(state);
+    const inFlightState: MultipartProgress = { sha256: state.sha256, uploadId: state.uploadId, partsDone: 0 };
+    heartbeat.multipart.push(inFlightState);
     const stored = new Map(doneParts.map((part) => [part.PartNumber!, part]));
     const parts: CompletedPart[] = [];
     // Parts in flight are bounded, so memory holds at most partConcurrency parts.
@@ -150,7 +156,8 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
         const already = stored.get(partNumber);
         if (already && storedPartMatches(already, body)) {
           parts.push({ PartNumber: partNumber, ETag: already.ETag, ChecksumSHA256: createHash('sha256').update(body).digest('base64') });
-          onBytes(length);
+          inFlightState.partsDone = parts.length;
+          onBytes(length, false);
           continue;
         }
         while (inFlight.size >= tuning.partConcurrency) await Promise.race(inFlight);
@@ -158,7 +165,8 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
         track(
           blobs.uploadPart(uploadState, partNumber, body, abortSignal).then((part) => {
             parts.push(part);
-            onBytes(length);
+            inFlightState.partsDone = parts.length;
+            onBytes(length, true);
           }),
         );
       }
@@ -170,7 +178,7 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
         throw new SourceChangedError(entry.path, entry.sha256, actual);
       }
       await blobs.completeMultipart(state, parts);
-      heartbeat.multipart = heartbeat.multipart.filter((m) => m !== state);
+      heartbeat.multipart = heartbeat.multipart.filter((m) => m !== inFlightState);
       return resumed;
     } finally {
       await handle.close();
@@ -202,14 +210,16 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
       const heartbeat: UploadHeartbeat = { ...startProgress('uploadBlobs', missing), multipart: [] };
       context.heartbeat(heartbeat);
       let uploadsResumed = 0;
+      let bytesSent = 0;
       const limit = pLimit(tuning.blobConcurrency);
       try {
         await Promise.all(
           missing.map((entry) =>
             limit(async () => {
               const absolutePath = path.join(input.sourcePath, ...entry.path.split('/'));
-              const onBytes = (n: number) => {
+              const onBytes = (n: number, sent = true) => {
                 heartbeat.bytesDone += n;
+                if (sent) bytesSent += n;
                 context.heartbeat(heartbeat);
               };
               if (entry.size >= tuning.multipartThresholdBytes) {
@@ -247,6 +257,7 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
         bytesUploaded: heartbeat.bytesTotal,
         bytesSkipped: bytesTotal - heartbeat.bytesTotal,
         uploadsResumed,
+        bytesSent,
       };
       context.log.info('blobs uploaded', { manifestDigest: input.manifestDigest, ...result });
       return result;

@@ -2,6 +2,7 @@
  * All of ferry's activities, built from configured clients. The worker passes
  * real clients; tests pass real local servers.
  */
+import type { SSMClient } from '@aws-sdk/client-ssm';
 import type { AgentEndpoint } from './agentClient';
 import { createBlobActivities, type UploadTuning } from './blobs';
 import { createInputActivities } from './inputs';
@@ -9,6 +10,7 @@ import { createLocalSourceActivities } from './localSource';
 import type { S3BlobStore } from './s3BlobStore';
 import { createSessionActivities, type SessionDeps } from './session';
 import { createTargetActivities } from './target';
+import { createTrainingActivities } from './training';
 
 export interface ActivityDeps {
   blobs: S3BlobStore;
@@ -16,6 +18,8 @@ export interface ActivityDeps {
   uploadTuning?: Partial<UploadTuning>;
   /** Session drivers by target kind, and the secret session tokens derive from. */
   sessions?: Omit<SessionDeps, 'blobs'>;
+  /** SSM client for `ssm` training targets; default: built from the AWS SDK's default chain when first needed. */
+  ssm?: SSMClient;
 }
 
 export function createActivities(deps: ActivityDeps) {
@@ -26,6 +30,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createTargetActivities({ blobs: deps.blobs, localAgent: deps.localAgent, sessionSecret: sessions.secret }),
     ...createInputActivities({ blobs: deps.blobs }),
     ...createSessionActivities({ blobs: deps.blobs, ...sessions }),
+    ...createTrainingActivities({ blobs: deps.blobs, ssm: deps.ssm }),
   };
 }
 

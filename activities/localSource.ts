@@ -20,6 +20,12 @@ import type { S3BlobStore } from './s3BlobStore';
 export interface SnapshotSourceInput {
   /** Folder to snapshot, absolute or relative to the worker's working directory. */
   path: string;
+  /** When given, only files matching one of these gitignore-style patterns are taken. */
+  include?: string[];
+  /** Files and folders matching these gitignore-style patterns are left out, whatever the ignore files say. */
+  exclude?: string[];
+  /** Fail non-retryably with EmptyProject when no file is left (training needs a project). */
+  requireFiles?: boolean;
 }
 
 export interface SnapshotSourceResult extends ManifestRef {
@@ -73,8 +79,13 @@ interface ListedFile {
   size: number;
 }
 
+interface SelectionRules {
+  include?: Ignore;
+  exclude?: Ignore;
+}
+
 /** Walks `root`, following symlinks only when they stay inside it. */
-async function listSourceFiles(root: string, skipped: SkippedSource[]): Promise<ListedFile[]> {
+async function listSourceFiles(root: string, skipped: SkippedSource[], selection: SelectionRules = {}): Promise<ListedFile[]> {
   const files: ListedFile[] = [];
   const realRoot = await realpath(root);
   const rootLevel: IgnoreLevel = { base: '', rules: ignore().add(ALWAYS_IGNORED) };
@@ -114,14 +125,15 @@ async function listSourceFiles(root: string, skipped: SkippedSource[]): Promise<
         info = resolved;
       }
       if (info.isDirectory()) {
-        if (isIgnored(active, relativePath, true)) continue;
+        if (isIgnored(active, relativePath, true) || selection.exclude?.ignores(`${relativePath}/`)) continue;
         if (isLink) {
           skipped.push({ path: relativePath, reason: 'symlink to a directory inside the source: its target is synced under its own path' });
           continue;
         }
         await walk(absolutePath, relativePath, active);
       } else if (info.isFile()) {
-        if (!isIgnored(active, relativePath, false)) files.push({ relativePath, absolutePath, size: info.size });
+        const selected = !selection.exclude?.ignores(relativePath) && (selection.include?.ignores(relativePath) ?? true);
+        if (selected && !isIgnored(active, relativePath, false)) files.push({ relativePath, absolutePath, size: info.size });
       } else if (!isIgnored(active, relativePath, false)) {
         skipped.push({ path: relativePath, reason: 'not a regular file (device, socket or fifo)' });
       }
@@ -191,7 +203,11 @@ export function createLocalSourceActivities(deps: { blobs: S3BlobStore }) {
         throw nonRetryable(FailureType.SourceNotFound, `source folder ${sourcePath} does not exist or is not a directory`, { path: sourcePath });
       }
       const skipped: SkippedSource[] = [];
-      const listed = await listSourceFiles(sourcePath, skipped);
+      const selection: SelectionRules = {
+        include: input.include?.length ? ignore().add(input.include) : undefined,
+        exclude: input.exclude?.length ? ignore().add(input.exclude) : undefined,
+      };
+      const listed = await listSourceFiles(sourcePath, skipped, selection);
       const progress = startProgress('snapshotSource', listed);
       context.heartbeat(progress);
 
@@ -231,6 +247,14 @@ export function createLocalSourceActivities(deps: { blobs: S3BlobStore }) {
         ),
       );
 
+      if (input.requireFiles && entries.length === 0) {
+        throw nonRetryable(FailureType.EmptyProject, `no files to sync in ${sourcePath} after ignore rules${selection.include ? ' and include patterns' : ''}`, {
+          path: sourcePath,
+          include: input.include ?? [],
+          exclude: input.exclude ?? [],
+          skipped: skipped.slice(0, 20),
+        });
+      }
       const ref = await deps.blobs.putManifest(createManifest(entries));
       context.log.info('source snapshotted', {
         sourcePath,

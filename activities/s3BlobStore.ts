@@ -6,12 +6,13 @@
  */
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -131,6 +132,11 @@ export class S3BlobStore {
 
   get bucket(): string {
     return this.options.bucket;
+  }
+
+  /** Key prefix of everything this store writes ('' or ending in '/'). */
+  get keyPrefix(): string {
+    return this.options.prefix;
   }
 
   blobKey(sha256: string): string {
@@ -326,6 +332,70 @@ export class S3BlobStore {
     const probe = new URL(await this.presignBlobGet('0'.repeat(64)));
     const keyStart = probe.pathname.indexOf(`${this.options.prefix}blobs/`);
     return probe.origin + probe.pathname.slice(0, keyStart) + `${this.options.prefix}blobs/`;
+  }
+
+  /** A short-lived GET URL for any key of the store (training archives, temporary objects). */
+  presignGet(key: string): Promise<string> {
+    return getSignedUrl(this.options.presignClient, new GetObjectCommand({ Bucket: this.options.bucket, Key: key }), {
+      expiresIn: this.options.presignExpirySeconds,
+    });
+  }
+
+  /** A short-lived PUT URL for one key, for a target to upload a listing or a log chunk without credentials. */
+  presignPut(key: string): Promise<string> {
+    return getSignedUrl(this.options.presignClient, new PutObjectCommand({ Bucket: this.options.bucket, Key: key }), {
+      expiresIn: this.options.presignExpirySeconds,
+    });
+  }
+
+  /** Stores a local file under `key`; S3 checks it against `sha256`. */
+  async putFile(key: string, filePath: string, size: number, sha256: string, abortSignal?: AbortSignal): Promise<void> {
+    try {
+      await this.options.client.send(
+        new PutObjectCommand({ Bucket: this.options.bucket, Key: key, Body: createReadStream(filePath), ContentLength: size, ChecksumSHA256: hexToBase64(sha256) }),
+        { abortSignal },
+      );
+    } catch (err) {
+      if (isDigestRejection(err)) throw new BodyDigestRejectedError(key, err);
+      throw err;
+    }
+  }
+
+  /** The bytes of an object, or undefined when there is none. */
+  async getObjectBytes(key: string, abortSignal?: AbortSignal): Promise<Buffer | undefined> {
+    try {
+      const response = await this.options.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key }), { abortSignal });
+      return Buffer.from(await response.Body!.transformToByteArray());
+    } catch (err) {
+      if (err instanceof NoSuchKey || err instanceof NotFound) return undefined;
+      throw err;
+    }
+  }
+
+  /** Keys under `prefix` (full keys), in S3's lexicographic order. */
+  async listKeys(prefix: string, abortSignal?: AbortSignal): Promise<{ key: string; size: number }[]> {
+    const keys: { key: string; size: number }[] = [];
+    let continuationToken: string | undefined;
+    do {
+      const page = await this.options.client.send(
+        new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, ContinuationToken: continuationToken }),
+        { abortSignal },
+      );
+      for (const object of page.Contents ?? []) if (object.Key) keys.push({ key: object.Key, size: object.Size ?? 0 });
+      continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (continuationToken);
+    return keys;
+  }
+
+  /** Deletes every object under `prefix`; returns how many. */
+  async deletePrefix(prefix: string): Promise<number> {
+    const keys = await this.listKeys(prefix);
+    for (let start = 0; start < keys.length; start += 1000) {
+      await this.options.client.send(
+        new DeleteObjectsCommand({ Bucket: this.options.bucket, Delete: { Objects: keys.slice(start, start + 1000).map(({ key }) => ({ Key: key })), Quiet: true } }),
+      );
+    }
+    return keys.length;
   }
 
   async createMultipart(sha256: string): Promise<MultipartState> {

@@ -21,6 +21,7 @@ import { DEFAULT_PORTS, startStack, stopStack } from './stack';
 import { connectClient } from './temporal';
 import { renderTimelineHtml } from './timelineHtml';
 import { runCodecServer } from './codecServer';
+import { registerTrainingCommands } from './training';
 
 const print = (text: string) => process.stdout.write(`${text}\n`);
 
@@ -257,6 +258,7 @@ export function buildProgram(): Command {
     .action(async (options: { port: number; host: string; origin?: string[] }) => {
       await runCodecServer(loadConfig(), options, print);
     });
+  registerTrainingCommands(program);
 
   return program;
 }

@@ -58,6 +58,18 @@ export const FailureType = {
   SessionTaskStopped: 'SessionTaskStopped',
   /** A session's ECS task stayed in PROVISIONING/PENDING past its limit; the task is stopped. Retryable: the next attempt starts a fresh one. */
   SessionTaskStalled: 'SessionTaskStalled',
+  /** The project to train holds no files after ignore rules. Non-retryable. */
+  EmptyProject: 'EmptyProject',
+  /** An archive handed to a target holds absolute paths, `..`, links or devices; the target refused it. Non-retryable. */
+  UnsafeArchive: 'UnsafeArchive',
+  /** A script on the target failed for a reason the next attempt may not meet (download, disk, missing tool). Retryable. */
+  TargetScriptFailed: 'TargetScriptFailed',
+  /** The target did not run a command in time (SSM TimedOut, DeliveryTimedOut, ExecutionTimedOut, Cancelled). Retryable. */
+  TargetCommandTimedOut: 'TargetCommandTimedOut',
+  /** The training process exited non-zero during its startup grace period. Non-retryable; details hold the log tail. */
+  ProcessExitedEarly: 'ProcessExitedEarly',
+  /** The training process exited non-zero (or was killed). Details hold the exit code and log tail. */
+  ProcessFailed: 'ProcessFailed',
 } as const;
 
 export type FailureTypeName = (typeof FailureType)[keyof typeof FailureType];

@@ -1,2 +1,3 @@
 export { syncWorkflow } from './sync';
 export { pipelineWorkflow } from './pipeline';
+export { trainingWorkflow } from './training';

@@ -49,7 +49,7 @@ const { verifyLanding } = proxyActivities<FerryActivities>(verifyStep);
 const MAX_LANDING_ROUNDS = 3;
 
 /** Fails the workflow with the step named and the activity's own failure type and details kept. */
-function stepFailure(step: string, err: unknown): unknown {
+export function stepFailure(step: string, err: unknown): unknown {
   if (!(err instanceof ActivityFailure) || !(err.cause instanceof ApplicationFailure)) return err;
   const cause = err.cause;
   return ApplicationFailure.create({

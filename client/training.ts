@@ -1,0 +1,275 @@
+/**
+ * `ferry train`, `ferry logs` and `ferry stop`: start a training run, follow
+ * its log from the chunks the workflow ships to S3, stop it. Logs are read
+ * from S3, not from the workflow, so they can be followed after the run
+ * ended and without a worker.
+ */
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { S3BlobStore, createS3Clients } from '../activities/s3BlobStore';
+import { workflowUiUrl, type FerryConfig } from '../core/config';
+import { formatBytes, formatDurationMs } from '../core/duration';
+import { runIdProblem, targetRootProblem, trainingLogPrefix, trainingWorkflowId, type TrainingInput, type TrainingResult, type TrainingTarget } from '../core/training';
+import { stopTrainingSignal, trainingProgressQuery } from '../workflows/trainingDefinitions';
+import { CommandError } from './commands';
+import { loadConfig } from './config';
+import { connectClient } from './temporal';
+
+const FOLLOW_INTERVAL_MS = 1_000;
+
+export function blobStoreFromConfig(config: FerryConfig): S3BlobStore {
+  const { client, presignClient } = createS3Clients(config.s3);
+  return new S3BlobStore({ client, presignClient, bucket: config.s3.bucket, prefix: config.s3.prefix, presignExpirySeconds: config.s3.presignExpirySeconds });
+}
+
+/** `shell:/abs/root`, `shell:relative/root` (resolved here) or `ssm:i-0123…`. */
+export function parseTargetArgument(value: string, options: { region?: string; root?: string } = {}): TrainingTarget {
+  const [kind, ...rest] = value.split(':');
+  const spec = rest.join(':');
+  if (kind === 'shell' && spec) {
+    const root = path.resolve(spec);
+    const problem = targetRootProblem(root);
+    if (problem) throw new InvalidArgumentError(`shell root ${JSON.stringify(root)} ${problem}`);
+    return { kind: 'shell', root };
+  }
+  if (kind === 'ssm' && spec) return { kind: 'ssm', instanceId: spec, ...(options.region ? { region: options.region } : {}), ...(options.root ? { root: options.root } : {}) };
+  throw new InvalidArgumentError(`${JSON.stringify(value)}: expected shell:<root> or ssm:<instanceId>`);
+}
+
+/** Log chunk keys of a run in log order: by start number, then by byte offset (zero-padded in the key). */
+export async function listLogChunks(blobs: S3BlobStore, runId: string): Promise<{ key: string; size: number }[]> {
+  const chunks = await blobs.listKeys(trainingLogPrefix(blobs.keyPrefix, runId));
+  const startNumber = (key: string) => Number(/\/start-(\d+)\//.exec(key)?.[1] ?? 0);
+  return chunks.sort((a, b) => startNumber(a.key) - startNumber(b.key) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+/** The run id a training workflow was started with, from the first event of its history (no worker needed). */
+export async function trainingRunId(client: Client, workflowId: string): Promise<string> {
+  const history = await client.workflowService.getWorkflowExecutionHistory({
+    namespace: client.options.namespace,
+    execution: { workflowId },
+    maximumPageSize: 1,
+  });
+  const started = history.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
+  if (!started) throw new CommandError(`${workflowId} has no history: is it a workflow id?`);
+  if (started.workflowType?.name !== 'trainingWorkflow') throw new CommandError(`${workflowId} is a ${started.workflowType?.name ?? 'unknown'} workflow, not a training run`);
+  const payload = started.input?.payloads?.[0];
+  const input = payload ? (defaultPayloadConverter.fromPayload(payload) as Partial<TrainingInput>) : {};
+  return input.runId ?? workflowId;
+}
+
+async function isClosed(handle: WorkflowHandle): Promise<boolean> {
+  const { status } = await handle.describe();
+  return status.name !== 'RUNNING';
+}
+
+/**
+ * Writes the run's log from S3 to `write`, chunk by chunk; with `follow`,
+ * keeps polling until the workflow has closed and every chunk is written.
+ */
+export async function followLogs(client: Client, blobs: S3BlobStore, workflowId: string, follow: boolean, write: (bytes: Buffer) => void): Promise<number> {
+  const runId = await trainingRunId(client, workflowId);
+  const handle = client.workflow.getHandle(workflowId);
+  const written = new Set<string>();
+  let bytes = 0;
+  for (;;) {
+    // Read the status before listing: chunks shipped before the close are then all listed.
+    const closed = follow ? await isClosed(handle) : true;
+    for (const chunk of await listLogChunks(blobs, runId)) {
+      if (written.has(chunk.key)) continue;
+      const body = await blobs.getObjectBytes(chunk.key);
+      if (!body) continue;
+      write(body);
+      written.add(chunk.key);
+      bytes += body.length;
+    }
+    if (closed) return bytes;
+    await sleep(FOLLOW_INTERVAL_MS);
+  }
+}
+
+export interface TrainCommandOptions {
+  dir: string;
+  target: TrainingTarget;
+  command: string[];
+  runId?: string;
+  env: Record<string, string>;
+  include: string[];
+  exclude: string[];
+  startupGraceSeconds?: number;
+  pollSeconds?: number;
+  detach: boolean;
+}
+
+/** Starts a training run; unless detached, streams its log to stdout and its state changes to stderr until it ends. */
+export async function runTrain(
+  client: Client,
+  config: FerryConfig,
+  options: TrainCommandOptions,
+  out: { log: (bytes: Buffer) => void; status: (line: string) => void },
+): Promise<{ workflowId: string; result?: TrainingResult }> {
+  const runId = options.runId ?? `${path.basename(path.resolve(options.dir)).replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') || 'run'}-${Date.now()}`;
+  const problem = runIdProblem(runId);
+  if (problem) throw new CommandError(problem);
+  const input: TrainingInput = {
+    runId,
+    project: { path: path.resolve(options.dir), include: options.include, exclude: options.exclude },
+    target: options.target,
+    command: options.command,
+    env: options.env,
+    startupGraceSeconds: options.startupGraceSeconds,
+    pollSeconds: options.pollSeconds,
+  };
+  const workflowId = trainingWorkflowId(runId);
+  const handle = await client.workflow.start('trainingWorkflow', { taskQueue: config.temporal.taskQueue, workflowId, args: [input] });
+  const webUiUrl = workflowUiUrl(config, workflowId, handle.firstExecutionRunId);
+  out.status(`training ${workflowId} started on ${options.target.kind === 'shell' ? `shell:${options.target.root}` : `ssm:${options.target.instanceId}`}\n  web ui: ${webUiUrl}`);
+  if (options.detach) {
+    out.status(`follow it with: ferry logs ${workflowId} -f   stop it with: ferry stop ${workflowId}`);
+    return { workflowId };
+  }
+  const onInterrupt = () => {
+    out.status(`\nstopped following; ${workflowId} carries on. Follow it with: ferry logs ${workflowId} -f, stop it with: ferry stop ${workflowId}`);
+    process.exit(130);
+  };
+  process.once('SIGINT', onInterrupt);
+  const blobs = blobStoreFromConfig(config);
+  let lastState = '';
+  const states = (async () => {
+    while (!(await isClosed(handle).catch(() => true))) {
+      const progress = await handle.query(trainingProgressQuery).catch(() => undefined);
+      if (progress && progress.state !== lastState) {
+        lastState = progress.state;
+        out.status(`… ${progress.state}${progress.pid ? ` (pid ${progress.pid})` : ''}`);
+      }
+      await sleep(FOLLOW_INTERVAL_MS);
+    }
+  })();
+  try {
+    await followLogs(client, blobs, workflowId, true, out.log);
+    await states;
+    const result = (await handle.result()) as TrainingResult;
+    return { workflowId, result };
+  } catch (err) {
+    if (err instanceof WorkflowFailedError) {
+      const cause = err.cause instanceof ApplicationFailure ? err.cause : undefined;
+      throw new CommandError(`training ${workflowId} failed${cause?.type ? ` (${cause.type})` : ''}: ${cause?.message ?? err.message}\n  timeline: ferry timeline ${workflowId}`);
+    }
+    throw err;
+  } finally {
+    process.off('SIGINT', onInterrupt);
+  }
+}
+
+export function formatTrainingResult(result: TrainingResult): string {
+  const lines = [
+    `${result.stopped ? '■ stopped' : '✔ finished'} training run ${result.runId} with exit code ${result.exitCode ?? 'none (killed)'}`,
+    `  project    ${result.filesTotal} files (${formatBytes(result.bytesTotal)}), manifest ${result.manifestDigest.slice(0, 16)}…, release ${result.release}`,
+    `  landed     first archive ${formatBytes(result.archiveBytes)}${result.resyncs ? `, ${result.resyncs} resyncs` : ''}`,
+    `  confirmed  ${formatDurationMs(result.timeToConfirmMs)} after start${result.firstLogLineMs !== undefined ? `; first log line after ${formatDurationMs(result.firstLogLineMs)}` : ''}`,
+    `  log        ${formatBytes(result.logBytesShipped)} in ${result.logChunks} chunks, ${result.probes} probes`,
+  ];
+  if (result.cleanupWarning) lines.push(`  ⚠ ${result.cleanupWarning}`);
+  return lines.join('\n');
+}
+
+function keyValue(value: string, previous: Record<string, string>): Record<string, string> {
+  const at = value.indexOf('=');
+  if (at <= 0) throw new InvalidArgumentError(`${JSON.stringify(value)}: expected NAME=value`);
+  return { ...previous, [value.slice(0, at)]: value.slice(at + 1) };
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+function secondsArgument(value: string): number {
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds < 0) throw new InvalidArgumentError(`${JSON.stringify(value)} is not a number of seconds`);
+  return seconds;
+}
+
+async function withClient<T>(run: (client: Client, config: FerryConfig) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  const { client, close } = await connectClient(config);
+  try {
+    return await run(client, config);
+  } finally {
+    await close();
+  }
+}
+
+/** Adds `train`, `logs` and `stop` to the CLI. */
+export function registerTrainingCommands(program: Command): void {
+  program
+    .command('train')
+    .description('sync <dir> to a target, start <command> there, confirm it runs and follow its log to the end')
+    .argument('<dir>', 'project folder')
+    .argument('<command...>', 'training command, after -- (e.g. -- python train.py --epochs 3)')
+    .requiredOption('--target <target>', 'shell:<root> (this machine) or ssm:<instanceId>')
+    .option('--region <region>', 'AWS region of an ssm target')
+    .option('--root <path>', 'folder on an ssm target holding runs (default /opt/ferry)')
+    .option('--run-id <id>', 'run id (default <dir name>-<timestamp>)')
+    .option('--env <NAME=value>', 'environment variable for the command (repeatable)', keyValue, {})
+    .option('--include <pattern>', 'sync only matching paths (gitignore syntax, repeatable)', collect, [])
+    .option('--exclude <pattern>', 'leave matching paths out (gitignore syntax, repeatable)', collect, [])
+    .addOption(new Option('--grace <seconds>', 'startup grace: the command must survive this long').argParser(secondsArgument))
+    .addOption(new Option('--poll <seconds>', 'seconds between probes').argParser(secondsArgument))
+    .option('--detach', 'return once started', false)
+    .action(
+      async (
+        dir: string,
+        command: string[],
+        options: { target: string; region?: string; root?: string; runId?: string; env: Record<string, string>; include: string[]; exclude: string[]; grace?: number; poll?: number; detach: boolean },
+      ) => {
+        const target = parseTargetArgument(options.target, { region: options.region, root: options.root });
+        await withClient(async (client, config) => {
+          const { result } = await runTrain(
+            client,
+            config,
+            {
+              dir,
+              target,
+              command,
+              runId: options.runId,
+              env: options.env,
+              include: options.include,
+              exclude: options.exclude,
+              startupGraceSeconds: options.grace,
+              pollSeconds: options.poll,
+              detach: options.detach,
+            },
+            { log: (bytes) => process.stdout.write(bytes), status: (line) => process.stderr.write(`${line}\n`) },
+          );
+          if (result) process.stderr.write(`${formatTrainingResult(result)}\n`);
+        });
+      },
+    );
+
+  program
+    .command('logs')
+    .description('print the log a training run shipped to S3; -f follows it until the run ends')
+    .argument('<workflowId>', 'training workflow id (train-<runId>)')
+    .option('-f, --follow', 'keep following until the run ends', false)
+    .action(async (workflowId: string, options: { follow: boolean }) => {
+      await withClient(async (client, config) => {
+        await followLogs(client, blobStoreFromConfig(config), workflowId, options.follow, (bytes) => process.stdout.write(bytes));
+      });
+    });
+
+  program
+    .command('stop')
+    .description('stop a training run: SIGTERM, then SIGKILL after the grace period')
+    .argument('<workflowId>', 'training workflow id (train-<runId>)')
+    .addOption(new Option('--grace <seconds>', 'seconds between SIGTERM and SIGKILL').argParser(secondsArgument))
+    .action(async (workflowId: string, options: { grace?: number }) => {
+      await withClient(async (client) => {
+        const handle = client.workflow.getHandle(workflowId);
+        await handle.signal(stopTrainingSignal, options.grace === undefined ? {} : { graceSeconds: options.grace });
+        process.stderr.write(`stop sent to ${workflowId}; waiting for it to end…\n`);
+        const result = (await handle.result()) as TrainingResult;
+        process.stderr.write(`${formatTrainingResult(result)}\n`);
+      });
+    });
+}
