@@ -18,7 +18,7 @@ import { EXECUTE_LANGUAGES, type ExecuteLanguage } from '../core/pipeline';
 import { explainWorkflow, formatDiagnosis } from './explain';
 import { repoRoot } from './services';
 import { DEFAULT_PORTS, startStack, stopStack } from './stack';
-import { connectClient } from './temporal';
+import { withClient } from './temporal';
 import { renderTimelineHtml } from './timelineHtml';
 import { runCodecServer } from './codecServer';
 import { registerTrainingCommands } from './training';
@@ -53,16 +53,6 @@ function portArgument(value: string): number {
   const port = Number(value);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidArgumentError(`${JSON.stringify(value)} is not a port number`);
   return port;
-}
-
-async function withClient<T>(run: (client: Awaited<ReturnType<typeof connectClient>>['client'], config: ReturnType<typeof loadConfig>) => Promise<T>): Promise<T> {
-  const config = loadConfig();
-  const { client, close } = await connectClient(config);
-  try {
-    return await run(client, config);
-  } finally {
-    await close();
-  }
 }
 
 export function buildProgram(): Command {

@@ -4,6 +4,7 @@ import { Client, Connection } from '@temporalio/client';
 import type { TLSConfig } from '@temporalio/client';
 import { ConfigError, type FerryConfig } from '../core/config';
 import { payloadCodecsFor } from '../worker/payloadCodec';
+import { loadConfig } from './config';
 
 /**
  * Address, TLS and API key for a Temporal connection (client or worker):
@@ -58,4 +59,15 @@ export async function connectClient(config: FerryConfig): Promise<{ client: Clie
   }
   const client = new Client({ connection, namespace: config.temporal.namespace, dataConverter: payloadCodecsFor(config.codec) });
   return { client, close: () => connection.close() };
+}
+
+/** Runs `run` with a client connected per the loaded configuration, and closes the connection after. */
+export async function withClient<T>(run: (client: Client, config: FerryConfig) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  const { client, close } = await connectClient(config);
+  try {
+    return await run(client, config);
+  } finally {
+    await close();
+  }
 }

@@ -15,8 +15,7 @@ import { formatBytes, formatDurationMs } from '../core/duration';
 import { runIdProblem, targetRootProblem, trainingLogPrefix, trainingWorkflowId, type TrainingInput, type TrainingResult, type TrainingTarget } from '../core/training';
 import { stopTrainingSignal, trainingProgressQuery } from '../workflows/trainingDefinitions';
 import { CommandError } from './commands';
-import { loadConfig } from './config';
-import { connectClient } from './temporal';
+import { withClient } from './temporal';
 
 const FOLLOW_INTERVAL_MS = 1_000;
 
@@ -188,16 +187,6 @@ function secondsArgument(value: string): number {
   const seconds = Number(value);
   if (!Number.isFinite(seconds) || seconds < 0) throw new InvalidArgumentError(`${JSON.stringify(value)} is not a number of seconds`);
   return seconds;
-}
-
-async function withClient<T>(run: (client: Client, config: FerryConfig) => Promise<T>): Promise<T> {
-  const config = loadConfig();
-  const { client, close } = await connectClient(config);
-  try {
-    return await run(client, config);
-  } finally {
-    await close();
-  }
 }
 
 /** Adds `train`, `logs` and `stop` to the CLI. */

@@ -9,7 +9,6 @@
  * landed and verified again first — all of it visible in history.
  */
 import {
-  ActivityFailure,
   ApplicationFailure,
   CancellationScope,
   allHandlersFinished,
@@ -22,7 +21,6 @@ import {
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
-import type { RetryPolicy } from '@temporalio/common';
 import type { FerryActivities } from '../activities';
 import { FailureType } from '../core/errors';
 import type { ManifestRef } from '../core/manifest';
@@ -53,45 +51,22 @@ import {
   pipelineStateQuery,
   pipelineTimelineQuery,
 } from './definitions';
-
-const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
+import { failureType, retry, snapshotStep, stepFailure, transferStep, verifyStep } from './steps';
 
 /** Session control and cheap checks: quick, a few attempts. */
 const sessionStep: ActivityOptions = { startToCloseTimeout: '5m', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 5 } };
-/** Snapshot, upload, land and collect move bytes: long, heartbeating, more attempts. */
-const transferStep: ActivityOptions = { startToCloseTimeout: '4h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 10 } };
-/** A mismatch rarely heals by itself: few attempts before the workflow lands again. */
-const verifyStep: ActivityOptions = { startToCloseTimeout: '1h', heartbeatTimeout: '30s', retry: { ...retry, initialInterval: '2s', maximumAttempts: 3 } };
 /** Code runs once per execution id (the agent returns the saved result on a retry), so retries only cover transport. */
 const executeStep: ActivityOptions = { startToCloseTimeout: '25h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 5 } };
 
 const { provisionSession, checkSession, releaseSession, composeInputs } = proxyActivities<FerryActivities>(sessionStep);
-const { snapshotSource, uploadBlobs, snapshotS3Input, landManifest, collectArtifacts } = proxyActivities<FerryActivities>(transferStep);
+const { snapshotSource } = proxyActivities<FerryActivities>(snapshotStep);
+const { uploadBlobs, snapshotS3Input, landManifest, collectArtifacts } = proxyActivities<FerryActivities>(transferStep);
 const { verifyLanding } = proxyActivities<FerryActivities>(verifyStep);
 const { executeCode } = proxyActivities<FerryActivities>(executeStep);
 
 const DEFAULT_EXECUTE_TIMEOUT_SECONDS = 600;
 /** Steps kept for the timeline query (and carried over on continue-as-new). */
 const TIMELINE_STEPS_KEPT = 500;
-
-function failureType(err: unknown): string | undefined {
-  if (err instanceof ApplicationFailure) return err.type ?? undefined;
-  if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure) return err.cause.type ?? undefined;
-  return undefined;
-}
-
-/** An activity's failure as the pipeline's, with the step named and the activity's type and details kept. */
-function stepFailure(step: string, err: unknown): unknown {
-  if (!(err instanceof ActivityFailure) || !(err.cause instanceof ApplicationFailure)) return err;
-  const cause = err.cause;
-  return ApplicationFailure.create({
-    type: cause.type ?? 'PipelineStepFailed',
-    message: `${step} failed: ${cause.message}`,
-    details: cause.details ? [...cause.details] : undefined,
-    nonRetryable: true,
-    cause: err,
-  });
-}
 
 /** Runs one critical section at a time, in arrival order: executions, input syncs and collection never interleave. */
 class SessionLock {

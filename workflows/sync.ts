@@ -4,42 +4,12 @@
  * result says `verified: true` only after the target itself re-hashed every
  * file on the same boot it was landed on.
  */
-import {
-  ActivityFailure,
-  ApplicationFailure,
-  log,
-  proxyActivities,
-  setHandler,
-  upsertSearchAttributes,
-  workflowInfo,
-  type ActivityOptions,
-} from '@temporalio/workflow';
-import type { RetryPolicy } from '@temporalio/common';
+import { ApplicationFailure, log, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { FerryActivities } from '../activities';
 import { FailureType } from '../core/errors';
 import { normalizeSyncInput, type StepDurations, type SyncInput, type SyncResult } from '../core/sync';
 import { FerrySessionId, FerryTarget, syncStateQuery, type SyncState } from './definitions';
-
-const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
-
-/** Reads and hashes the source: long for big trees, so it heartbeats. */
-const snapshotStep: ActivityOptions = {
-  startToCloseTimeout: '1h',
-  heartbeatTimeout: '30s',
-  retry: { ...retry, maximumAttempts: 5 },
-};
-/** Moves bytes (upload, land); transient network faults are common, so more attempts. */
-const transferStep: ActivityOptions = {
-  startToCloseTimeout: '4h',
-  heartbeatTimeout: '30s',
-  retry: { ...retry, maximumAttempts: 10 },
-};
-/** Re-hashing on the target; a mismatch rarely heals by itself, so few attempts before it surfaces. */
-const verifyStep: ActivityOptions = {
-  startToCloseTimeout: '1h',
-  heartbeatTimeout: '30s',
-  retry: { ...retry, initialInterval: '2s', maximumAttempts: 3 },
-};
+import { snapshotStep, stepFailure, transferStep, verifyStep } from './steps';
 
 const { snapshotSource } = proxyActivities<FerryActivities>(snapshotStep);
 const { uploadBlobs, landManifest } = proxyActivities<FerryActivities>(transferStep);
@@ -47,19 +17,6 @@ const { verifyLanding } = proxyActivities<FerryActivities>(verifyStep);
 
 /** A restarted target means landing again; more restarts than this in one sync is a failure. */
 const MAX_LANDING_ROUNDS = 3;
-
-/** Fails the workflow with the step named and the activity's own failure type and details kept. */
-export function stepFailure(step: string, err: unknown): unknown {
-  if (!(err instanceof ActivityFailure) || !(err.cause instanceof ApplicationFailure)) return err;
-  const cause = err.cause;
-  return ApplicationFailure.create({
-    type: cause.type ?? 'SyncStepFailed',
-    message: `${step} failed: ${cause.message}`,
-    details: cause.details ? [...cause.details] : undefined,
-    nonRetryable: true,
-    cause: err,
-  });
-}
 
 async function timed<T>(durations: Partial<StepDurations>, step: keyof StepDurations, run: () => Promise<T>): Promise<T> {
   const started = Date.now();

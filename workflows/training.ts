@@ -18,7 +18,6 @@ import {
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
-import type { RetryPolicy } from '@temporalio/common';
 import type { FerryActivities } from '../activities';
 import { FailureType } from '../core/errors';
 import {
@@ -32,17 +31,11 @@ import {
   type TrainingResume,
 } from '../core/training';
 import { FerrySessionId, FerryTarget } from './definitions';
-import { stepFailure } from './sync';
+import { retry, snapshotStep, stepFailure, transferStep, verifyStep } from './steps';
 import { resyncTrainingSignal, stopTrainingSignal, trainingProgressQuery } from './trainingDefinitions';
 
-const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
-
-/** Reads and hashes the project; heartbeats per chunk. */
-const snapshotStep: ActivityOptions = { startToCloseTimeout: '1h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 5 } };
-/** Moves bytes (upload, archive, landing); transient network faults are common. */
-const transferStep: ActivityOptions = { startToCloseTimeout: '4h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 10 } };
-/** Re-hashing on the target; a mismatch rarely heals itself, so it surfaces after a few attempts. */
-const verifyStep: ActivityOptions = { startToCloseTimeout: '1h', heartbeatTimeout: '60s', retry: { ...retry, initialInterval: '2s', maximumAttempts: 3 } };
+/** Re-hashing on the instance; over SSM a script's first output can take tens of seconds, so a longer heartbeat than the agent targets. */
+const instanceVerifyStep: ActivityOptions = { ...verifyStep, heartbeatTimeout: '60s' };
 /** One short script (start, probe); SSM delivery can take tens of seconds. */
 const scriptStep: ActivityOptions = { startToCloseTimeout: '6m', heartbeatTimeout: '60s', retry: { ...retry, maximumAttempts: 10 } };
 /** Deleting temporary objects; the activity itself turns a failure into a warning. */
@@ -50,7 +43,7 @@ const cleanupStep: ActivityOptions = { startToCloseTimeout: '2m', retry: { ...re
 
 const { snapshotSource } = proxyActivities<FerryActivities>(snapshotStep);
 const { uploadBlobs, landArchive } = proxyActivities<FerryActivities>(transferStep);
-const { verifyInstanceLanding } = proxyActivities<FerryActivities>(verifyStep);
+const { verifyInstanceLanding } = proxyActivities<FerryActivities>(instanceVerifyStep);
 const { startProcess, probeProcess } = proxyActivities<FerryActivities>(scriptStep);
 const { cleanupTrainingObjects } = proxyActivities<FerryActivities>(cleanupStep);
 

@@ -5,8 +5,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -22,6 +20,7 @@ import { sessionRoot, type SyncInput, type SyncResult } from '../../core/sync';
 import { buildTimeline } from '../../core/timeline';
 import { summarizeHistory } from '../../client/history';
 import { repoRoot, resolveTool } from '../../client/services';
+import { startLyingAgent } from '../support/agentDoubles';
 import { sha256, treeHashes, writeSampleProject, writeTree } from '../support/fixtures';
 import { startTestStack, type TestStack } from '../support/testStack';
 
@@ -136,7 +135,7 @@ describe('syncWorkflow', () => {
       assert.equal(verify?.status, 'failed');
       assert.ok(liar.landRequests >= 1);
     } finally {
-      liar.server.close();
+      await liar.close();
     }
   });
 
@@ -213,37 +212,3 @@ describe('syncWorkflow', () => {
     );
   });
 });
-
-/** A test double of the runtime agent protocol that claims every landing succeeded and stores nothing. */
-async function startLyingAgent(bootId: string): Promise<{ server: Server; url: string; landRequests: number }> {
-  const state = { landRequests: 0 };
-  const server = createServer((request, response) => {
-    let body = '';
-    request.on('data', (chunk) => (body += chunk));
-    request.on('end', () => {
-      if (request.url === '/v1/health') {
-        response.setHeader('content-type', 'application/json');
-        response.end(JSON.stringify({ ok: true, bootId, startedAt: new Date().toISOString(), apiVersion: 1, root: '/nowhere' }));
-        return;
-      }
-      response.setHeader('content-type', 'application/x-ndjson');
-      if (request.url === '/v1/land') {
-        state.landRequests++;
-        const { files } = JSON.parse(body) as { files: { size: number }[] };
-        const bytes = files.reduce((sum, f) => sum + f.size, 0);
-        response.end(`${JSON.stringify({ type: 'result', bootId, filesLanded: files.length, bytesLanded: bytes, filesAlreadyPresent: 0, bytesAlreadyPresent: 0 })}\n`);
-        return;
-      }
-      response.end(`${JSON.stringify({ type: 'result', bootId, filesListed: 0, bytesListed: 0 })}\n`);
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    server,
-    url: `http://127.0.0.1:${port}`,
-    get landRequests() {
-      return state.landRequests;
-    },
-  };
-}

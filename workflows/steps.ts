@@ -1,0 +1,36 @@
+/**
+ * What every ferry workflow shares about its steps: retry and timeout
+ * profiles by kind of work, and how an activity's failure becomes the
+ * workflow's (step named, the activity's type and details kept).
+ */
+import { ActivityFailure, ApplicationFailure, type ActivityOptions } from '@temporalio/workflow';
+import type { RetryPolicy } from '@temporalio/common';
+
+export const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
+
+/** Reads and hashes a source: long for big trees, so it heartbeats. */
+export const snapshotStep: ActivityOptions = { startToCloseTimeout: '1h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 5 } };
+/** Moves bytes (upload, land, collect); transient network faults are common, so more attempts. */
+export const transferStep: ActivityOptions = { startToCloseTimeout: '4h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 10 } };
+/** Re-hashing on the target; a mismatch rarely heals by itself, so few attempts before it surfaces. */
+export const verifyStep: ActivityOptions = { startToCloseTimeout: '1h', heartbeatTimeout: '30s', retry: { ...retry, initialInterval: '2s', maximumAttempts: 3 } };
+
+/** The ApplicationFailure type of an activity's (or the workflow's own) failure. */
+export function failureType(err: unknown): string | undefined {
+  if (err instanceof ApplicationFailure) return err.type ?? undefined;
+  if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure) return err.cause.type ?? undefined;
+  return undefined;
+}
+
+/** Fails the workflow with the step named and the activity's own failure type and details kept. */
+export function stepFailure(step: string, err: unknown): unknown {
+  if (!(err instanceof ActivityFailure) || !(err.cause instanceof ApplicationFailure)) return err;
+  const cause = err.cause;
+  return ApplicationFailure.create({
+    type: cause.type ?? 'StepFailed',
+    message: `${step} failed: ${cause.message}`,
+    details: cause.details ? [...cause.details] : undefined,
+    nonRetryable: true,
+    cause: err,
+  });
+}
