@@ -35,6 +35,7 @@ const IAM_ACTION_OF_COMMAND: Record<string, string> = {
   AbortMultipartUploadCommand: 's3:AbortMultipartUpload',
   ListPartsCommand: 's3:ListMultipartUploadParts',
   ListObjectsV2Command: 's3:ListBucket',
+  DeleteObjectsCommand: 's3:DeleteObject',
   RunTaskCommand: 'ecs:RunTask',
   DescribeTasksCommand: 'ecs:DescribeTasks',
   ListTasksCommand: 'ecs:ListTasks',
@@ -106,6 +107,10 @@ describe('deploy/ templates', () => {
         const allowedUnscoped = list(statement.Action).every((a) => ['ssm:GetCommandInvocation', 'ssm:ListCommandInvocations'].includes(a)) || statement.Condition !== undefined;
         assert.ok(allowedUnscoped, `${statement.Sid}: Resource "*" without a condition`);
       }
+    }
+    const deletes = policy.Statement.filter((s) => list(s.Action).includes('s3:DeleteObject'));
+    for (const resource of deletes.flatMap((s) => list(s.Resource))) {
+      assert.match(resource, /^arn:aws:s3:::[\w-]+\/ferry\/tmp\/\*$/, 'the worker deletes only temporary objects, never blobs or logs');
     }
     const passRole = policy.Statement.find((s) => list(s.Action).includes('iam:PassRole'))!;
     assert.equal(passRole.Resource, agent.executionRoleArn, 'PassRole names exactly the agent execution role');
