@@ -10,5 +10,8 @@ bash scripts/install-tools.sh --only moto
 bash scripts/install-browser.sh
 # ferry pins AWS SDK releases that support Node 20; their notice about future releases is noise in test output.
 export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
+# Every test stack writes its workflows' histories here; the replay test, last, replays them against the workflow code.
+rm -rf test-output/histories
+export FERRY_RECORD_HISTORIES="$PWD/test-output/histories"
 # One file at a time: integration files each start their own servers, and the machine has 2 cores.
-node --test --test-concurrency=1 --test-reporter=spec "$@" dist/test/unit/ dist/test/integration/
+node --test --test-concurrency=1 --test-reporter=spec "$@" dist/test/unit/ dist/test/integration/ dist/test/replay/

@@ -18,6 +18,7 @@ import { startAgent, type RunningAgent } from '../../runtime/agent';
 import { freePort, repoRoot, resolveTool, spawnManaged, startS3Server, startTemporalDevServer } from '../../client/services';
 import { SEARCH_ATTRIBUTES } from '../../workflows/definitions';
 import { activityDepsFromConfig, createFerryWorker } from '../../worker/worker';
+import { recordHistories } from './histories';
 
 export interface TestStack {
   dir: string;
@@ -163,6 +164,9 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     const connection = await Connection.connect({ address: config.temporal.address });
     cleanups.push(() => connection.close());
     const client = new Client({ connection, namespace: config.temporal.namespace });
+    // The test command asks for every history, so the replay test can check them against the workflow code.
+    const historiesDir = process.env.FERRY_RECORD_HISTORIES;
+    if (historiesDir) cleanups.push(() => recordHistories(client, historiesDir, `${path.basename(process.argv[1] ?? 'stack', '.js')}-${path.basename(dir)}`));
     const nativeConnection = await NativeConnection.connect({ address: config.temporal.address });
     cleanups.push(() => nativeConnection.close());
 
