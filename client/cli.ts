@@ -209,9 +209,16 @@ export function buildProgram(): Command {
     .description("collect the current stage's artifacts and begin the next stage")
     .argument('<workflowId>', 'pipeline workflow id')
     .option('--summary <text>', 'what the stage did, kept in the result')
-    .action(async (workflowId: string, options: { summary?: string }) => {
-      await withClient((client, config) => pipelines(client, config).finishStage(workflowId, options.summary));
-      print(`finishStage sent to ${workflowId}`);
+    .option('--stage <name>', 'the stage to finish (default: the current one, read from the pipeline); a resend naming a stage already finished is ignored')
+    .action(async (workflowId: string, options: { summary?: string; stage?: string }) => {
+      const stage = await withClient(async (client, config) => {
+        const pipeline = pipelines(client, config);
+        // Naming the stage makes a duplicated delivery of this signal harmless.
+        const named = options.stage ?? (await pipeline.state(workflowId)).stage;
+        await pipeline.finishStage(workflowId, options.summary, { stage: named });
+        return named;
+      });
+      print(`finishStage${stage ? ` (stage ${stage})` : ''} sent to ${workflowId}`);
     });
 
   program

@@ -98,7 +98,7 @@ export async function runDemoAgent(
         throw new Error(`${step.stage}: "${step.what}" exited ${result.exitCode ?? result.signal}: ${result.stderrTail.trim().split('\n').slice(-3).join(' | ')}`);
       }
     }
-    await pipelines.finishStage(workflowId, stage.summary);
+    await pipelines.finishStage(workflowId, stage.summary, { stage: stage.stage });
   }
   return pipelines.result(workflowId);
 }

@@ -5,7 +5,7 @@
  *   const pipelines = new PipelineClient(client, 'ferry');
  *   const { workflowId } = await pipelines.start({ sessionId: 'demo', inputs: [{ path: './data' }] });
  *   const run = await pipelines.execute(workflowId, { language: 'bash', code: 'ls -la ./data/' });
- *   await pipelines.finishStage(workflowId, 'analysis written');
+ *   await pipelines.finishStage(workflowId, 'analysis written', { stage: 'coder' });
  */
 import { WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
@@ -13,6 +13,7 @@ import {
   pipelineWorkflowId,
   type ExecuteRequest,
   type ExecuteResult,
+  type FinishStageRequest,
   type PipelineInput,
   type PipelineInputRef,
   type PipelineResult,
@@ -72,8 +73,16 @@ export class PipelineClient {
     }
   }
 
-  finishStage(workflowId: string, summary?: string): Promise<void> {
-    return this.client.workflow.getHandle(workflowId).signal(finishStageSignal, summary === undefined ? {} : { summary });
+  /**
+   * Finishes a stage. Name it (`stage`) so a resend after that stage already
+   * finished is ignored instead of finishing the next one; without a name the
+   * current stage finishes, whichever it is.
+   */
+  finishStage(workflowId: string, summary?: string, options: { stage?: string } = {}): Promise<void> {
+    const request: FinishStageRequest = {};
+    if (summary !== undefined) request.summary = summary;
+    if (options.stage !== undefined) request.stage = options.stage;
+    return this.client.workflow.getHandle(workflowId).signal(finishStageSignal, request);
   }
 
   addInputs(workflowId: string, inputs: PipelineInputRef[]): Promise<void> {

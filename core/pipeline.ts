@@ -67,6 +67,12 @@ export interface ExecuteResult {
 
 export interface FinishStageRequest {
   summary?: string;
+  /**
+   * The stage this signal means to finish. When it is not the current stage
+   * (a resend after that stage already finished) the signal is ignored;
+   * without it the current stage finishes, whichever it is.
+   */
+  stage?: string;
 }
 
 export interface AddInputsRequest {

@@ -29,7 +29,7 @@ export const syncStateQuery = defineQuery<SyncState>('state');
 
 /** Runs code in the current stage once the session's inputs are verified; returns its exit code and output tails. */
 export const executeUpdate = defineUpdate<ExecuteResult, [ExecuteRequest]>('execute');
-/** Ends the current stage: its artifacts are collected, then the next stage begins. */
+/** Ends the current stage: its artifacts are collected, then the next stage begins. One naming a stage that is not current is ignored. */
 export const finishStageSignal = defineSignal<[FinishStageRequest?]>('finishStage');
 /** More inputs for data/, synced and verified before the next execution. */
 export const addInputsSignal = defineSignal<[AddInputsRequest]>('addInputs');

@@ -15,6 +15,7 @@ import {
   condition,
   continueAsNew,
   log,
+  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -65,6 +66,8 @@ const { verifyLanding } = proxyActivities<FerryActivities>(verifyStep);
 const { executeCode } = proxyActivities<FerryActivities>(executeStep);
 
 const DEFAULT_EXECUTE_TIMEOUT_SECONDS = 600;
+/** Patch id: finishStage naming another stage than the current one is ignored. */
+const FINISH_STAGE_CHECKS_NAME = 'finish-stage-checks-stage-name';
 /** Steps kept for the timeline query (and carried over on continue-as-new). */
 const TIMELINE_STEPS_KEPT = 500;
 
@@ -282,6 +285,13 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
   );
   setHandler(finishStageSignal, (request) => {
     touches++;
+    const named = request?.stage;
+    // A resent finishStage (a retried agent) arriving after its stage ended would otherwise finish the next stage unrun.
+    // The patch keeps histories recorded before stage names were checked replaying as they ran.
+    if (named !== undefined && named !== currentStage()?.name && patched(FINISH_STAGE_CHECKS_NAME)) {
+      log.warn('finishStage ignored: it names a stage that is not the current one', { ...ids(), named });
+      return;
+    }
     finishRequested = { summary: request?.summary };
   });
   setHandler(addInputsSignal, (request) => {

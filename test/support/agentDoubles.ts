@@ -1,20 +1,30 @@
 /**
  * Test doubles of the runtime agent protocol, for the seed's failure modes:
- * a target that answers errors (then recovers), and one that answers
- * success after writing nothing.
+ * a target that answers errors (then recovers), one that answers success
+ * after writing nothing, one that answers success after writing short
+ * files, and one that accepts connections and never answers.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect, createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
+import path from 'node:path';
 
 export interface AgentDouble {
   server: Server;
   url: string;
   /** Land requests received so far. */
   readonly landRequests: number;
+  /** Exec requests received so far: code the double ran or would have run. */
+  readonly execRequests: number;
   close(): Promise<void>;
 }
 
-async function listen(server: Server, state: { landRequests: number }): Promise<AgentDouble> {
+interface DoubleState {
+  landRequests: number;
+  execRequests: number;
+}
+
+async function listen(server: Server, state: DoubleState): Promise<AgentDouble> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
@@ -23,13 +33,32 @@ async function listen(server: Server, state: { landRequests: number }): Promise<
     get landRequests() {
       return state.landRequests;
     },
+    get execRequests() {
+      return state.execRequests;
+    },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
 
+/** Sends the request on to the real agent at `realUrl` and its answer back (buffered: the doubles' traffic is small). */
+function forward(realUrl: string, request: IncomingMessage, body: Buffer, response: ServerResponse): void {
+  const headers: Record<string, string> = {};
+  for (const name of ['authorization', 'content-type']) if (typeof request.headers[name] === 'string') headers[name] = request.headers[name] as string;
+  fetch(`${realUrl}${request.url}`, { method: request.method, headers, body: body.length ? body : undefined })
+    .then(async (real) => {
+      response.statusCode = real.status;
+      response.setHeader('content-type', real.headers.get('content-type') ?? 'application/octet-stream');
+      response.end(Buffer.from(await real.arrayBuffer()));
+    })
+    .catch((err: Error) => {
+      response.statusCode = 500;
+      response.end(err.message);
+    });
+}
+
 /** Claims every landing succeeded and stores nothing; lists no files. */
 export async function startLyingAgent(bootId: string): Promise<AgentDouble> {
-  const state = { landRequests: 0 };
+  const state: DoubleState = { landRequests: 0, execRequests: 0 };
   const server = createServer((request, response) => {
     let body = '';
     request.on('data', (chunk) => (body += chunk));
@@ -39,6 +68,7 @@ export async function startLyingAgent(bootId: string): Promise<AgentDouble> {
         response.end(JSON.stringify({ ok: true, bootId, startedAt: new Date().toISOString(), apiVersion: 1, root: '/nowhere' }));
         return;
       }
+      if (request.url === '/v1/exec') state.execRequests++;
       response.setHeader('content-type', 'application/x-ndjson');
       if (request.url === '/v1/land') {
         state.landRequests++;
@@ -60,24 +90,61 @@ export async function startLyingAgent(bootId: string): Promise<AgentDouble> {
  * download would.
  */
 export async function startFlakyAgent(realUrl: string, failures: number, failingPath: string): Promise<AgentDouble> {
-  const state = { landRequests: 0 };
+  const state: DoubleState = { landRequests: 0, execRequests: 0 };
   const server = createServer((request, response) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.on('end', () => {
+      if (request.url === '/v1/exec') state.execRequests++;
       if (request.url === '/v1/land' && ++state.landRequests <= failures) {
         response.statusCode = 502;
         response.setHeader('content-type', 'application/json');
         response.end(JSON.stringify({ type: 'error', error: { type: 'BlobDownloadFailed', message: `download of ${failingPath} failed: S3 answered 503 SlowDown`, path: failingPath } }));
         return;
       }
-      const headers: Record<string, string> = {};
-      for (const name of ['authorization', 'content-type']) if (typeof request.headers[name] === 'string') headers[name] = request.headers[name] as string;
-      fetch(`${realUrl}${request.url}`, { method: request.method, headers, body: chunks.length ? Buffer.concat(chunks) : undefined })
-        .then(async (real) => {
-          response.statusCode = real.status;
-          response.setHeader('content-type', real.headers.get('content-type') ?? 'application/octet-stream');
-          response.end(Buffer.from(await real.arrayBuffer()));
+      forward(realUrl, request, Buffer.concat(chunks), response);
+    });
+  });
+  return listen(server, state);
+}
+
+/**
+ * Forwards everything to the real agent at `realUrl` except landing: for
+ * each file it writes only the first half of the blob's bytes straight to
+ * its final path under `root`, then answers that every file landed, with the
+ * real agent's boot id. Listing and hashing stay the real agent's, so the
+ * short files are what verification sees.
+ */
+export async function startTruncatingAgent(realUrl: string, root: string): Promise<AgentDouble> {
+  const state: DoubleState = { landRequests: 0, execRequests: 0 };
+  const landShort = async (request: IncomingMessage, body: Buffer): Promise<string> => {
+    const { dir, files } = JSON.parse(body.toString('utf8')) as { dir: string; files: { path: string; size: number; mode: number; url: string }[] };
+    for (const file of files) {
+      const blob = Buffer.from(await (await fetch(file.url)).arrayBuffer());
+      const finalPath = path.join(root, dir, file.path);
+      await mkdir(path.dirname(finalPath), { recursive: true });
+      await writeFile(finalPath, blob.subarray(0, Math.floor(blob.length / 2)));
+      await chmod(finalPath, file.mode);
+    }
+    const health = await fetch(`${realUrl}/v1/health`, { headers: { authorization: request.headers.authorization ?? '' } });
+    const { bootId } = (await health.json()) as { bootId: string };
+    const bytes = files.reduce((sum, f) => sum + f.size, 0);
+    return `${JSON.stringify({ type: 'result', bootId, filesLanded: files.length, bytesLanded: bytes, filesAlreadyPresent: 0, bytesAlreadyPresent: 0 })}\n`;
+  };
+  const server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      if (request.url === '/v1/exec') state.execRequests++;
+      if (request.url !== '/v1/land') {
+        forward(realUrl, request, Buffer.concat(chunks), response);
+        return;
+      }
+      state.landRequests++;
+      landShort(request, Buffer.concat(chunks))
+        .then((line) => {
+          response.setHeader('content-type', 'application/x-ndjson');
+          response.end(line);
         })
         .catch((err: Error) => {
           response.statusCode = 500;
@@ -86,4 +153,60 @@ export async function startFlakyAgent(realUrl: string, failures: number, failing
     });
   });
   return listen(server, state);
+}
+
+export interface HangingAgentDouble {
+  url: string;
+  /** Connections accepted and never answered so far. */
+  readonly connectionsHung: number;
+  /** Connections passed through to the real agent so far. */
+  readonly connectionsForwarded: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Accepts the first `hangs` TCP connections and never sends a byte on them
+ * (a wedged agent whose socket still accepts), then pipes every later
+ * connection to the real agent at `realUrl`.
+ */
+export async function startHangingAgent(realUrl: string, hangs: number): Promise<HangingAgentDouble> {
+  const real = new URL(realUrl);
+  const open = new Set<Socket>();
+  let connectionsHung = 0;
+  let connectionsForwarded = 0;
+  const server = createTcpServer((socket) => {
+    open.add(socket);
+    socket.on('close', () => open.delete(socket));
+    socket.on('error', () => socket.destroy());
+    if (connectionsHung < hangs) {
+      connectionsHung++;
+      // Read and drop what the client sends, so only the answer is missing.
+      socket.resume();
+      return;
+    }
+    connectionsForwarded++;
+    const upstream = connect(Number(real.port), real.hostname);
+    open.add(upstream);
+    upstream.on('close', () => open.delete(upstream));
+    upstream.on('error', () => socket.destroy());
+    socket.on('close', () => upstream.destroy());
+    upstream.on('close', () => socket.destroy());
+    socket.pipe(upstream).pipe(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    get connectionsHung() {
+      return connectionsHung;
+    },
+    get connectionsForwarded() {
+      return connectionsForwarded;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of open) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }
