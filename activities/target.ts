@@ -56,9 +56,11 @@ const NON_RETRYABLE_AGENT_ERRORS = new Set<FailureTypeName>([
   FailureType.InvalidInput,
   FailureType.UrlNotAllowed,
   FailureType.TargetUnauthorized,
+  // Retrying the same landing does not free space; minutes of retries would only hide the cause.
+  FailureType.TargetDiskFull,
 ]);
 
-/** Agent errors become failures of the same type; bad input and auth are not retried. */
+/** Agent errors become failures of the same type; bad input, auth and a full disk are not retried. */
 export function agentFailure(err: unknown): unknown {
   if (!(err instanceof AgentRequestError)) return err;
   const details = { path: err.path, status: err.status };
