@@ -3,7 +3,7 @@
  * File bodies live in the blob store under their sha256; the manifest itself
  * is stored as a blob too and named by the sha256 of its canonical JSON.
  */
-import { unsafePathReason } from './paths';
+import { quotePath, unsafePathReason } from './paths';
 
 export interface ManifestEntry {
   /** Relative POSIX path, see core/paths. */
@@ -86,8 +86,8 @@ export function entriesProblems(files: unknown[]): string[] {
       continue;
     }
     const reason = unsafePathReason(entry.path);
-    if (reason) problems.push(`files[${index}].path ${JSON.stringify(entry.path)}: ${reason}`);
-    else if (seen.has(entry.path as string)) problems.push(`files[${index}].path ${JSON.stringify(entry.path)}: duplicate`);
+    if (reason) problems.push(`files[${index}].path ${quotePath(entry.path)}: ${reason}`);
+    else if (seen.has(entry.path as string)) problems.push(`files[${index}].path ${quotePath(entry.path)}: duplicate`);
     else seen.add(entry.path as string);
     if (!Number.isSafeInteger(entry.size) || (entry.size as number) < 0) problems.push(`files[${index}].size is not a non-negative integer`);
     if (!Number.isInteger(entry.mode) || (entry.mode as number) < 0 || (entry.mode as number) > 0o7777) problems.push(`files[${index}].mode is not a permission mode`);

@@ -9,12 +9,25 @@ export const MAX_PATH_DEPTH = 256;
 export const MAX_PATH_BYTES = 4096;
 export const MAX_SEGMENT_BYTES = 255;
 
+/** Characters of a path quoted in a message; the rest is counted, not copied. */
+const QUOTED_PATH_CHARS = 200;
+
+/**
+ * `path` as JSON for messages, cut to its first 200 characters with its
+ * length noted: a hostile path may be megabytes long, and messages end up
+ * in error bodies and workflow history.
+ */
+export function quotePath(path: unknown): string {
+  if (typeof path !== 'string' || path.length <= QUOTED_PATH_CHARS) return JSON.stringify(path) ?? String(path);
+  return `${JSON.stringify(path.slice(0, QUOTED_PATH_CHARS))}… (${path.length} characters)`;
+}
+
 export class UnsafePathError extends Error {
   constructor(
     readonly path: string,
     readonly reason: string,
   ) {
-    super(`unsafe path ${JSON.stringify(path)}: ${reason}`);
+    super(`unsafe path ${quotePath(path)}: ${reason}`);
     this.name = 'UnsafePathError';
   }
 }

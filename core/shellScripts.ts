@@ -5,11 +5,11 @@
  * text must become shell input (the SSM prelude, the command line) it goes
  * through {@link shellQuote}. Nothing is ever spliced into a script.
  *
- * The scripts need GNU coreutils, findutils and tar, curl and setsid, as on
- * Amazon Linux and Ubuntu. Each prints one line `ferry-report {json}`; its
- * values are numbers and names ferry chose, never file names, so the line
- * stays short (SSM keeps only the first 24,000 characters of stdout) and
- * cannot be forged by file contents.
+ * The scripts need GNU coreutils, findutils, tar and gzip, awk, curl and
+ * setsid, as on Amazon Linux and Ubuntu. Each prints one line
+ * `ferry-report {json}`; its values are numbers and names ferry chose, never
+ * file names, so the line stays short (SSM keeps only the first 24,000
+ * characters of stdout) and cannot be forged by file contents.
  */
 import type { ManifestEntry } from './manifest';
 import type { TargetFile } from './verify';
@@ -117,7 +117,9 @@ report "{\\"ok\\":true,\\"exists\\":true,\\"release\\":\\"$release\\",\\"files\\
  * `meta/keep` (NUL-separated `./path`s to copy from the base release),
  * `meta/delete` (paths of the base not in the new manifest, for the report)
  * and `meta/SHA256SUMS` (every file of the new manifest, sha256sum format).
- * Steps: download by presigned URL, check the archive's sha256, refuse
+ * Steps: download by presigned URL, check the archive's sha256, count its
+ * unpacked bytes (stopping at the cap, so a gzip bomb is refused after
+ * reading at most cap + 1 bytes and never reaches the disk), refuse
  * anything but regular files and folders and any absolute or `..` name
  * before extracting, extract into a fresh empty folder, copy the kept files
  * from the base release, check every file against SHA256SUMS and the file
@@ -126,7 +128,10 @@ report "{\\"ok\\":true,\\"exists\\":true,\\"release\\":\\"$release\\",\\"files\\
  *
  * env: FERRY_RUN_DIR, FERRY_ARCHIVE_URL, FERRY_ARCHIVE_SHA256, FERRY_RELEASE
  * (new release name), FERRY_BASE (release the inventory saw, or empty),
- * FERRY_FILES_TOTAL.
+ * FERRY_FILES_TOTAL, and optionally FERRY_ARCHIVE_MAX_BYTES (the most the
+ * archive may unpack to; more is refused as unsafe). Whether or not it is
+ * set, unpacking more than the free space of the run dir less 64 MiB is
+ * refused (reason `disk`).
  */
 export const LAND_SCRIPT = `${PRELUDE}
 case $FERRY_RELEASE in '' | *[!A-Za-z0-9._-]*) fail input 'bad release name' ;; esac
@@ -137,6 +142,18 @@ trap 'rm -rf "$work"' EXIT
 curl -fsS --retry 5 --retry-delay 1 --retry-connrefused -o "$work/archive.tgz" "$FERRY_ARCHIVE_URL" || fail download 'cannot download the archive'
 sum=$(sha256sum < "$work/archive.tgz"); sum=\${sum%% *}
 [ "$sum" = "$FERRY_ARCHIVE_SHA256" ] || fail checksum "the archive hashes to $sum, expected $FERRY_ARCHIVE_SHA256"
+limit=\${FERRY_ARCHIVE_MAX_BYTES:-}
+case $limit in *[!0-9]*) fail input 'bad archive byte limit' ;; esac
+free_kib=$(df -Pk "$work" | awk 'NR == 2 { print $4 }')
+room=$((free_kib * 1024 - 64 * 1024 * 1024))
+cap=$room
+if [ -n "$limit" ] && [ "$limit" -lt "$cap" ]; then cap=$limit; fi
+[ "$cap" -ge 0 ] || fail disk "only $free_kib KiB free under $run/work"
+unpacked=$(gzip -dc < "$work/archive.tgz" 2> /dev/null | head -c "$((cap + 1))" | wc -c)
+if [ "$unpacked" -gt "$cap" ]; then
+  if [ "$cap" -lt "$room" ]; then fail unsafe "the archive unpacks to more than its limit of $cap bytes"; fi
+  fail disk "the archive unpacks to more than the $cap bytes free under $run/work"
+fi
 tar -tvzf "$work/archive.tgz" --quoting-style=escape > "$work/entries" 2> "$work/tar.err" || fail archive 'the archive cannot be read'
 if grep -q '^[^-d]' "$work/entries"; then fail unsafe 'the archive holds links, devices or other special entries'; fi
 tar -tzf "$work/archive.tgz" --quoting-style=escape > "$work/names"

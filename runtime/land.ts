@@ -17,7 +17,7 @@ import pLimit from 'p-limit';
 import type { LandFile, LandProgressEvent, LandRequest, LandResult } from '../core/agentProtocol';
 import { FailureType, fetchFailureDetail } from '../core/errors';
 import { entriesProblems, fileDirectoryConflicts } from '../core/manifest';
-import { joinRelative, unsafePathReason } from '../core/paths';
+import { joinRelative, quotePath, unsafePathReason } from '../core/paths';
 import { ConfinedDirectories, lstatOrUndefined, parentOf, requestDirProblem } from './confine';
 import { AgentFailure, invalid, toAgentFailure } from './failure';
 import { EMPTY_SHA256, hashOpenFile, openRegularFile } from './fileHash';
@@ -39,12 +39,12 @@ export function validateLandRequest(body: unknown, allowlist: UrlAllowlist): Lan
   if (typeof body !== 'object' || body === null) throw invalid('land request is not an object');
   const { dir, files } = body as Partial<LandRequest>;
   const dirProblem = requestDirProblem(dir);
-  if (dirProblem !== undefined) throw new AgentFailure(FailureType.UnsafePath, `dir ${JSON.stringify(dir)}: ${dirProblem}`, { path: String(dir) });
+  if (dirProblem !== undefined) throw new AgentFailure(FailureType.UnsafePath, `dir ${quotePath(dir)}: ${dirProblem}`, { path: String(dir) });
   if (!Array.isArray(files)) throw invalid('land request files is not an array');
   // Unsafe paths first, so they are reported as UnsafePath rather than as one shape problem among others.
   for (const file of files as Partial<LandFile>[]) {
     const reason = unsafePathReason(file?.path);
-    if (reason !== undefined) throw new AgentFailure(FailureType.UnsafePath, `path ${JSON.stringify(file?.path)}: ${reason}`, { path: String(file?.path) });
+    if (reason !== undefined) throw new AgentFailure(FailureType.UnsafePath, `path ${quotePath(file?.path)}: ${reason}`, { path: String(file?.path) });
   }
   const problems = entriesProblems(files);
   if (problems.length) throw invalid(`land request files are invalid: ${problems.join('; ')}`);
@@ -180,23 +180,34 @@ async function downloadInto(handle: FileHandle, file: LandFile, progress: LandPr
   const fail = (message: string) => new AgentFailure(FailureType.BlobDownloadFailed, `blob for ${JSON.stringify(file.path)} from ${origin}: ${message}`, { path: file.path, url: origin });
   const idle = new AbortController();
   const idleTimer = setTimeout(() => idle.abort(), BLOB_IDLE_TIMEOUT_MS);
+  const downloadSignal = AbortSignal.any([signal, idle.signal]);
+  // Node 20's fetch can leave the next read of a body pending forever when its signal aborts while
+  // the reader is between reads (one download failing while others write hung the whole landing).
+  // Cancelling through the reader itself ends that read at once.
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  const cancelRead = () => void reader?.cancel(downloadSignal.reason).catch(() => undefined);
+  downloadSignal.addEventListener('abort', cancelRead, { once: true });
   try {
-    const response = await fetch(file.url, { redirect: 'error', signal: AbortSignal.any([signal, idle.signal]) });
+    const response = await fetch(file.url, { redirect: 'error', signal: downloadSignal });
     if (!response.ok || !response.body) {
       await response.body?.cancel().catch(() => undefined);
       throw fail(`HTTP status ${response.status}`);
     }
     const hash = createHash('sha256');
     let size = 0;
-    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    reader = response.body.getReader();
+    downloadSignal.throwIfAborted();
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
       idleTimer.refresh();
-      size += chunk.length;
+      size += chunk.value.length;
       // Stop early instead of filling the disk with a blob that can no longer match.
       if (size > file.size) throw mismatch(file, `more than ${file.size} bytes`);
-      hash.update(chunk);
-      await writeAll(handle, chunk);
-      progress.bytesDone += chunk.length;
+      hash.update(chunk.value);
+      await writeAll(handle, chunk.value);
+      progress.bytesDone += chunk.value.length;
     }
+    // A read ended by cancelling is not the end of the blob.
+    downloadSignal.throwIfAborted();
     const sha256 = hash.digest('hex');
     if (size !== file.size || sha256 !== file.sha256) throw mismatch(file, `${size} bytes with sha256 ${sha256}`);
   } catch (err) {
@@ -208,6 +219,9 @@ async function downloadInto(handle: FileHandle, file: LandFile, progress: LandPr
     throw fail(fetchFailureDetail(err));
   } finally {
     clearTimeout(idleTimer);
+    downloadSignal.removeEventListener('abort', cancelRead);
+    // Releases the connection when the loop stopped early (too many bytes, a failed write); a no-op after the end.
+    void reader?.cancel().catch(() => undefined);
   }
 }
 

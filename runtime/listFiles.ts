@@ -7,7 +7,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ListedFileEvent, ListFilesProgressEvent, ListFilesRequest, ListFilesResult } from '../core/agentProtocol';
 import { FailureType } from '../core/errors';
-import { joinRelative, unsafePathReason } from '../core/paths';
+import { joinRelative, quotePath, unsafePathReason } from '../core/paths';
 import { ConfinedDirectories, parentOf, requestDirProblem } from './confine';
 import { AgentFailure, errorCode, toAgentFailure } from './failure';
 import { hashRegularFile, statRegularFile, type HashedFile } from './fileHash';
@@ -23,13 +23,13 @@ export function validateListFilesRequest(body: unknown): ListFilesRequest {
   if (typeof body !== 'object' || body === null) throw new AgentFailure(FailureType.InvalidInput, 'files request is not an object');
   const { dir, paths, hash } = body as Partial<ListFilesRequest>;
   const dirProblem = requestDirProblem(dir);
-  if (dirProblem !== undefined) throw new AgentFailure(FailureType.UnsafePath, `dir ${JSON.stringify(dir)}: ${dirProblem}`, { path: String(dir) });
+  if (dirProblem !== undefined) throw new AgentFailure(FailureType.UnsafePath, `dir ${quotePath(dir)}: ${dirProblem}`, { path: String(dir) });
   if (hash !== undefined && typeof hash !== 'boolean') throw new AgentFailure(FailureType.InvalidInput, 'files request hash must be true or false');
   if (paths === undefined) return { dir: dir as string, hash };
   if (!Array.isArray(paths)) throw new AgentFailure(FailureType.InvalidInput, 'files request paths is not an array');
   for (const path of paths) {
     const reason = unsafePathReason(path);
-    if (reason !== undefined) throw new AgentFailure(FailureType.UnsafePath, `path ${JSON.stringify(path)}: ${reason}`, { path: String(path) });
+    if (reason !== undefined) throw new AgentFailure(FailureType.UnsafePath, `path ${quotePath(path)}: ${reason}`, { path: String(path) });
   }
   return { dir: dir as string, paths: paths as string[], hash };
 }
@@ -77,6 +77,9 @@ async function collectRegularFiles(absoluteDir: string, relativeDir: string, fil
   }
   for (const entry of entries) {
     const relative = joinRelative(relativeDir, entry.name);
+    // No manifest can name a path that is too deep or too long (or has a backslash), so it is not walked:
+    // a 10,000-level tree written under the root costs 256 levels of lstat, not ENAMETOOLONG after megabytes of paths.
+    if (unsafePathReason(relative) !== undefined) continue;
     // Dirent types come from lstat semantics: a symlink is neither a file nor a directory here.
     // Temp files are landings in progress, not files yet.
     if (entry.isDirectory()) await collectRegularFiles(join(absoluteDir, entry.name), relative, files, signal);

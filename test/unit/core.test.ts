@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { ConfigError, resolveConfig, workflowUiUrl } from '../../core/config';
 import { formatBytes, formatDurationMs, parseDurationMs } from '../../core/duration';
 import { canonicalManifestJson, createManifest, entriesProblems, fileDirectoryConflicts, manifestProblems, type ManifestEntry } from '../../core/manifest';
-import { MAX_PATH_DEPTH, assertSafeRelativePath, unsafePathReason } from '../../core/paths';
+import { MAX_PATH_DEPTH, assertSafeRelativePath, quotePath, unsafePathReason } from '../../core/paths';
 import { normalizeSyncInput } from '../../core/sync';
 import { buildTimeline, type HistoryEventSummary } from '../../core/timeline';
 import { compareLanding, describeLandingProblems, entriesNotHeld, landingIsComplete } from '../../core/verify';
@@ -37,6 +37,14 @@ describe('core/paths', () => {
     const started = process.hrtime.bigint();
     assert.match(unsafePathReason(deep) ?? '', new RegExp(`deeper than ${MAX_PATH_DEPTH}|longer than`));
     assert.ok(Number(process.hrtime.bigint() - started) / 1e6 < 50);
+  });
+  it('quotes at most 200 characters of a path in messages, naming its length', () => {
+    assert.equal(quotePath('a/b c'), '"a/b c"');
+    assert.equal(quotePath(42), '42');
+    assert.equal(quotePath(undefined), 'undefined');
+    const deep = Array.from({ length: 10_000 }, () => 'd').join('/');
+    assert.equal(quotePath(deep), `${JSON.stringify(deep.slice(0, 200))}… (19999 characters)`);
+    assert.ok(entriesProblems([entry(deep)])[0].length < 300);
   });
 });
 
