@@ -12,7 +12,7 @@ import pLimit from 'p-limit';
 import { FailureType } from '../core/errors';
 import type { ManifestEntry } from '../core/manifest';
 import { startProgress, type TransferProgress } from '../core/sync';
-import { nonRetryable } from './failures';
+import { nonRetryable, retryable } from './failures';
 import { BodyDigestRejectedError, MalformedManifestError, ManifestMissingError, StoredChecksumMismatchError, type MultipartState, type S3BlobStore } from './s3BlobStore';
 
 export interface UploadBlobsInput {
@@ -244,7 +244,8 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
             actual: err.actualSha256,
           });
         }
-        if (err instanceof BodyDigestRejectedError) throw nonRetryable(FailureType.ChecksumMismatch, err.message, { key: err.key });
+        // The body was hashed here before it was sent, so S3 saw other bytes than were read: damage on the way, worth another attempt.
+        if (err instanceof BodyDigestRejectedError) throw retryable(FailureType.ChecksumMismatch, err.message, { key: err.key });
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
           throw nonRetryable(FailureType.SourceChangedSinceSnapshot, `a file was deleted since it was snapshotted: ${(err as Error).message}`, {});
         }

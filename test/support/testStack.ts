@@ -30,6 +30,15 @@ export interface TestStack {
   agent: RunningAgent;
   agentRoot: string;
   agentToken: string;
+  /** Stops the Temporal dev server (SIGTERM, as an operator would); its SQLite file stays. */
+  stopTemporal(): Promise<void>;
+  /** Starts the dev server again on the same port and SQLite file; resolves once it answers. Connections and workers reconnect by themselves. */
+  startTemporal(): Promise<void>;
+  /**
+   * With `agentProcess`: the agent's process, to SIGKILL it and start a new
+   * one on the same port and root (a new bootId). Undefined otherwise.
+   */
+  agentProcess?: AgentProcessControl;
   /** Starts another worker on its own task queue (e.g. with a test-double agent); stopped with the stack. */
   startWorker(options: { taskQueue: string; localAgent?: AgentEndpoint; sessions?: ActivityDeps['sessions'] }): Promise<Worker>;
   stop(): Promise<void>;
@@ -61,11 +70,29 @@ export interface TestStackOptions {
   agentProcess?: boolean;
   /** Serve the dev server's Web UI (on a free port, `webUiUrl`). */
   webUi?: boolean;
+  /**
+   * Puts something (a fault proxy) between the S3 server and everyone using
+   * it: given the real endpoint, returns the one the worker's clients and the
+   * agent's allowed URL prefix use instead. Whoever starts it stops it.
+   */
+  wrapS3Endpoint?: (realEndpoint: string) => Promise<string>;
 }
 
+/** The runtime agent's process, for tests that crash it. */
+export interface AgentProcessControl {
+  /** The agent now running (a new one after `restart`). */
+  readonly current: RunningAgent;
+  /** SIGKILLs the agent: no shutdown runs, whatever it was writing stays as it was. */
+  kill(): Promise<void>;
+  /** Kills the agent if it still runs and starts a new process on the same port and root (a new bootId). */
+  restart(): Promise<RunningAgent>;
+}
+
+type AgentProcess = RunningAgent & { kill(): Promise<void> };
+
 /** The runtime agent as a child process, answering once its health check passes. */
-async function startAgentProcess(dir: string, options: { root: string; token: string; host: string; allowedUrlPrefix: string }): Promise<RunningAgent> {
-  const port = await freePort();
+async function startAgentProcess(dir: string, options: { root: string; token: string; host: string; allowedUrlPrefix: string; port?: number }): Promise<AgentProcess> {
+  const port = options.port ?? (await freePort());
   const child = await spawnManaged({
     name: 'agent',
     binary: process.execPath,
@@ -86,7 +113,12 @@ async function startAgentProcess(dir: string, options: { root: string; token: st
   for (let tries = 0; ; tries++) {
     try {
       const { bootId } = await client.health();
-      return { url, port, bootId, close: () => child.stop() };
+      const kill = async () => {
+        if (!child.isRunning()) return;
+        process.kill(child.pid, 'SIGKILL');
+        await child.exited;
+      };
+      return { url, port, bootId, close: () => child.stop(), kill };
     } catch (err) {
       if (tries > 100) {
         await child.stop();
@@ -111,17 +143,18 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     const [temporalPort, s3Port] = [await freePort(), await freePort()];
     const uiPort = options.webUi ? await freePort() : undefined;
     const s3Secret = randomBytes(16).toString('hex');
-    const [temporal, s3] = await Promise.all([
-      startTemporalDevServer({
-        binary: resolveTool('temporal', root),
-        dbFile: path.join(dir, 'temporal.db'),
-        host,
-        port: temporalPort,
-        uiPort,
-        namespace: 'default',
-        searchAttributes: SEARCH_ATTRIBUTES,
-        logFile: path.join(dir, 'logs', 'temporal.log'),
-      }),
+    const temporalOptions = {
+      binary: resolveTool('temporal', root),
+      dbFile: path.join(dir, 'temporal.db'),
+      host,
+      port: temporalPort,
+      uiPort,
+      namespace: 'default',
+      searchAttributes: SEARCH_ATTRIBUTES,
+      logFile: path.join(dir, 'logs', 'temporal.log'),
+    };
+    const [firstTemporal, s3] = await Promise.all([
+      startTemporalDevServer(temporalOptions),
       startS3Server({
         binary: resolveTool('weed', root),
         dataDir: path.join(dir, 's3'),
@@ -133,20 +166,37 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
         logFile: path.join(dir, 'logs', 's3.log'),
       }),
     ]);
+    let temporal = firstTemporal;
     cleanups.push(() => temporal.stop(), () => s3.stop());
+    const stopTemporal = () => temporal.stop();
+    const startTemporal = async () => {
+      temporal = await startTemporalDevServer(temporalOptions);
+    };
 
     const agentRoot = path.join(dir, 'target');
     const agentToken = randomBytes(24).toString('hex');
-    const allowedUrlPrefix = `http://${host}:${s3Port}/ferry/`;
-    const agent = options.agentProcess
-      ? await startAgentProcess(dir, { root: agentRoot, token: agentToken, host, allowedUrlPrefix })
-      : await startAgent({ root: agentRoot, token: agentToken, host, port: 0, allowedUrlPrefixes: [allowedUrlPrefix] });
-    cleanups.push(() => agent.close());
+    const realS3Endpoint = `http://${host}:${s3Port}`;
+    const s3Endpoint = options.wrapS3Endpoint ? await options.wrapS3Endpoint(realS3Endpoint) : realS3Endpoint;
+    const allowedUrlPrefix = `${s3Endpoint}/ferry/`;
+    let agentProcess = options.agentProcess ? await startAgentProcess(dir, { root: agentRoot, token: agentToken, host, allowedUrlPrefix }) : undefined;
+    const agent = agentProcess ?? (await startAgent({ root: agentRoot, token: agentToken, host, port: 0, allowedUrlPrefixes: [allowedUrlPrefix] }));
+    cleanups.push(() => (agentProcess ?? agent).close());
+    const agentProcessControl: AgentProcessControl | undefined = agentProcess && {
+      get current() {
+        return agentProcess!;
+      },
+      kill: () => agentProcess!.kill(),
+      restart: async () => {
+        await agentProcess!.kill();
+        agentProcess = await startAgentProcess(dir, { root: agentRoot, token: agentToken, host, allowedUrlPrefix, port: agent.port });
+        return agentProcess;
+      },
+    };
 
     const settings: StackSettings = {
       FERRY_TEMPORAL_ADDRESS: `${host}:${temporalPort}`,
       FERRY_TASK_QUEUE: 'ferry-test',
-      FERRY_S3_ENDPOINT: `http://${host}:${s3Port}`,
+      FERRY_S3_ENDPOINT: s3Endpoint,
       FERRY_S3_BUCKET: 'ferry',
       FERRY_S3_ACCESS_KEY_ID: 'ferrytest',
       FERRY_S3_SECRET_ACCESS_KEY: s3Secret,
@@ -186,7 +236,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     };
     await startWorker({ taskQueue: config.temporal.taskQueue });
 
-    return { dir, config, settings, client, blobs: deps.blobs, agent, agentRoot, agentToken, startWorker, stop };
+    return { dir, config, settings, client, blobs: deps.blobs, agent, agentRoot, agentToken, stopTemporal, startTemporal, agentProcess: agentProcessControl, startWorker, stop };
   } catch (err) {
     await stop();
     throw err;
