@@ -14,4 +14,10 @@ export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
 rm -rf test-output/histories
 export FERRY_RECORD_HISTORIES="$PWD/test-output/histories"
 # One file at a time: integration files each start their own servers, and the machine has 2 cores.
-node --test --test-concurrency=1 --test-reporter=spec "$@" dist/test/unit/ dist/test/integration/ dist/test/replay/
+# `--faults` runs only the fault-injection and hostile-input suite (npm run test:faults).
+suites=(dist/test/unit/ dist/test/integration/ dist/test/faults/ dist/test/replay/)
+if [ "${1:-}" = "--faults" ]; then
+  shift
+  suites=(dist/test/faults/)
+fi
+node --test --test-concurrency=1 --test-reporter=spec "$@" "${suites[@]}"
