@@ -68,6 +68,22 @@ export function agentFailure(err: unknown): unknown {
   return NON_RETRYABLE_AGENT_ERRORS.has(type) ? nonRetryable(type, err.message, details) : retryable(type, err.message, details);
 }
 
+/**
+ * The batch's entries, each with a presigned URL for its blob. Entries with
+ * the same content share one URL: a signature costs about a millisecond, and
+ * trees of many identical files (empty ones above all) are common. URLs are
+ * signed per batch, so none is older than one batch's landing.
+ */
+export async function withBlobUrls<T extends { sha256: string }>(batch: T[], presign: (sha256: string) => Promise<string>): Promise<(T & { url: string })[]> {
+  const urls = new Map<string, Promise<string>>();
+  const urlOf = (sha256: string) => {
+    let url = urls.get(sha256);
+    if (!url) urls.set(sha256, (url = presign(sha256)));
+    return url;
+  };
+  return Promise.all(batch.map(async (entry) => ({ ...entry, url: await urlOf(entry.sha256) })));
+}
+
 export interface TargetDeps {
   blobs: S3BlobStore;
   /** The runtime agent of the `local` target; unset when this worker has none. */
@@ -139,7 +155,7 @@ export function createTargetActivities(deps: TargetDeps) {
         context.heartbeat(progress);
         for (let start = 0; start < needed.length; start += LAND_BATCH_FILES) {
           const batch = needed.slice(start, start + LAND_BATCH_FILES);
-          const landFiles = await Promise.all(batch.map(async (entry) => ({ ...entry, url: await deps.blobs.presignBlobGet(entry.sha256) })));
+          const landFiles = await withBlobUrls(batch, (sha256) => deps.blobs.presignBlobGet(sha256));
           const base = { filesDone: progress.filesDone, bytesDone: progress.bytesDone };
           const result = await agent.land({ dir, files: landFiles }, (event) => {
             if (event.type !== 'progress') return;
