@@ -12,7 +12,7 @@ import { open, readFile, rename, writeFile, type FileHandle } from 'node:fs/prom
 import { join } from 'node:path';
 import { EXEC_TAIL_BYTES, type ExecRequest, type ExecResult } from '../core/agentProtocol';
 import { FailureType } from '../core/errors';
-import { unsafePathReason } from '../core/paths';
+import { quotePath, unsafePathReason } from '../core/paths';
 import { ConfinedDirectories, lstatOrUndefined, requestDirProblem, STATE_DIR } from './confine';
 import { AgentFailure, errorCode, invalid } from './failure';
 import { openRegularFile } from './fileHash';
@@ -46,7 +46,7 @@ export function validateExecRequest(body: unknown): ExecRequest {
   }
   if (cwd !== undefined) {
     const problem = requestDirProblem(cwd);
-    if (problem !== undefined) throw new AgentFailure(FailureType.UnsafePath, `cwd ${JSON.stringify(cwd)}: ${problem}`, { path: String(cwd) });
+    if (problem !== undefined) throw new AgentFailure(FailureType.UnsafePath, `cwd ${quotePath(cwd)}: ${problem}`, { path: String(cwd) });
   }
   if (env !== undefined) {
     if (typeof env !== 'object' || env === null || Array.isArray(env)) throw invalid('env must be an object of strings');
