@@ -5,20 +5,20 @@
  * prefixes it was started with.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdir, realpath, type FileHandle } from 'node:fs/promises';
+import { mkdir, readdir, realpath, rm, type FileHandle } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { isAbsolute } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { AGENT_API_VERSION, CONTENT_ROUTE_PREFIX, type AgentHealth } from '../core/agentProtocol';
 import { FailureType } from '../core/errors';
-import { unsafePathReason } from '../core/paths';
+import { joinRelative, unsafePathReason } from '../core/paths';
 import { ConfinedDirectories, parentOf } from './confine';
 import { ExecRunner, isExecutionId, openExecLog, validateExecRequest } from './exec';
 import { AgentFailure, toAgentFailure } from './failure';
 import { openRegularFile } from './fileHash';
 import { BearerToken, NdjsonStream, readJsonBody, sendFailure, sendJson } from './http';
-import { checkLandDirectories, landFiles, validateLandRequest } from './land';
+import { checkLandDirectories, isLandTempName, landFiles, validateLandRequest } from './land';
 import { listFiles, validateListFilesRequest } from './listFiles';
 import { createJsonLogger, type AgentLogger } from './log';
 import { UrlAllowlist } from './urlAllowlist';
@@ -67,6 +67,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const root = await realpath(options.root);
   const log = options.log ?? createJsonLogger();
   const bootId = randomUUID();
+  // Before listening, so no landing of this boot can be among them.
+  const abandoned = await removeAbandonedLandings(root);
+  if (abandoned.removed || abandoned.failed) log.log('info', 'removed temp files of landings an earlier agent did not finish', { bootId, ...abandoned });
   const shutdown = new AbortController();
   const state: AgentState = {
     root,
@@ -100,6 +103,33 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     log.log('info', 'agent closed', { bootId });
   };
   return { url, port, bootId, close: () => (closing ??= close()) };
+}
+
+/**
+ * Deletes the temp files of landings cut off by the end of an earlier agent
+ * process on this root (SIGKILL, a crashed container): listings ignore
+ * them, so without this each crash would leak a partial blob's bytes for
+ * good. One agent serves a root, so at start every temp file is abandoned.
+ * Paths no manifest can name (too deep, too long) are not walked.
+ */
+export async function removeAbandonedLandings(root: string): Promise<{ removed: number; failed: number }> {
+  const counts = { removed: 0, failed: 0 };
+  const pending = [''];
+  for (let dir = pending.pop(); dir !== undefined; dir = pending.pop()) {
+    const entries = await readdir(join(root, dir), { withFileTypes: true }).catch(() => []);
+    for (const entry of entries) {
+      const relative = joinRelative(dir, entry.name);
+      if (unsafePathReason(relative) !== undefined) continue;
+      if (entry.isDirectory()) pending.push(relative);
+      else if (entry.isFile() && isLandTempName(entry.name)) {
+        await rm(join(root, relative)).then(
+          () => counts.removed++,
+          () => counts.failed++,
+        );
+      }
+    }
+  }
+  return counts;
 }
 
 /** A host clients on this machine can dial: a wildcard bind (0.0.0.0, ::) is reached via loopback. */

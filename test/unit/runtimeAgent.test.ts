@@ -584,3 +584,23 @@ test('main prints one listening line, serves, and exits on SIGTERM; bad settings
     assert.equal(stderr.trim().split('\n').length, 1);
   }
 });
+
+test('at start the agent removes the temp files of landings an earlier process left, and nothing else', async (t) => {
+  const root = await tempDir(t, 'abandoned');
+  const outside = await tempDir(t, 'outside');
+  await mkdir(join(root, 'sessions/s1/data/nested'), { recursive: true });
+  await writeFile(join(root, 'sessions/s1/data/input.csv'), 'a,b\n');
+  await writeFile(join(root, 'sessions/s1/data/.ferry-tmp-0a1b2c3d'), Buffer.alloc(4096, 1));
+  await writeFile(join(root, 'sessions/s1/data/nested/.ferry-tmp-4e5f6a7b'), Buffer.alloc(10, 2));
+  await writeFile(join(outside, '.ferry-tmp-not-ours'), 'outside the root');
+  await symlink(join(outside, '.ferry-tmp-not-ours'), join(root, 'sessions/s1/data/.ferry-tmp-link'));
+  const logged: { msg: string; fields?: Record<string, unknown> }[] = [];
+  const agent = await startAgent({ root, token: TOKEN, allowedUrlPrefixes: ['http://127.0.0.1/'], log: { log: (_level, msg, fields) => logged.push({ msg, fields }) } });
+  t.after(() => agent.close());
+
+  assert.deepEqual((await readdir(join(root, 'sessions/s1/data'))).sort(), ['.ferry-tmp-link', 'input.csv', 'nested']);
+  assert.deepEqual(await readdir(join(root, 'sessions/s1/data/nested')), []);
+  assert.equal(await readFile(join(outside, '.ferry-tmp-not-ours'), 'utf8'), 'outside the root', 'a symlink is not followed');
+  const removal = logged.find((line) => line.msg.startsWith('removed temp files'));
+  assert.deepEqual(removal?.fields, { bootId: agent.bootId, removed: 2, failed: 0 });
+});
