@@ -337,8 +337,16 @@ export function createTrainingActivities(deps: TrainingDeps) {
         const archivePath = path.join(workDir, 'archive.tgz');
         const archiveHash = createHash('sha256');
         const tarball = pack();
+        // Tar bytes before gzip: the land script's cap, so a landing archive never unpacks to more than ferry packed.
+        let tarBytes = 0;
         const written = pipeline(
           tarball as unknown as NodeJS.ReadableStream,
+          new Transform({
+            transform(chunk: Buffer, _encoding, callback) {
+              tarBytes += chunk.length;
+              callback(null, chunk);
+            },
+          }),
           createGzip({ level: 6 }),
           new Transform({
             transform(chunk: Buffer, _encoding, callback) {
@@ -383,6 +391,8 @@ export function createTrainingActivities(deps: TrainingDeps) {
             FERRY_RELEASE: release,
             FERRY_BASE: baseRelease ?? '',
             FERRY_FILES_TOTAL: String(files.length),
+            // The script lands an archive unpacking to exactly the cap and refuses one byte more.
+            FERRY_ARCHIVE_MAX_BYTES: String(tarBytes),
           },
           60 * MINUTE,
           progress,

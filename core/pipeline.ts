@@ -3,6 +3,7 @@
  * `temporal workflow start --input` and the Web UI can start it.
  */
 import { parseDurationMs } from './duration';
+import { isSha256Hex } from './manifest';
 import { sessionIdProblem } from './sync';
 import { SESSION_TARGET_KINDS, type SessionHandle, type SessionTargetRef } from './session';
 
@@ -219,6 +220,96 @@ export function normalizePipelineInput(raw: unknown): { ok: true; input: Normali
   if (!Number.isInteger(maxHistoryEvents) || maxHistoryEvents < 200) problems.push('maxHistoryEvents must be a whole number of at least 200');
   if (problems.length) return { ok: false, problems };
   return { ok: true, input: { sessionId: input.sessionId!, target, inputs: inputs as PipelineInputRef[], stages, stageIdleTimeoutMs, maxHistoryEvents } };
+}
+
+const PIPELINE_STATUSES: readonly PipelineState['status'][] = ['provisioning', 'syncing', 'running', 'collecting', 'releasing', 'completed', 'failed'];
+const STAGE_STATUSES: readonly StageState['status'][] = ['pending', 'running', 'finished'];
+
+const isJsonObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
+const countProblem = (value: unknown, where: string) => (isCount(value) ? undefined : `${where} must be a whole number of at least 0, got ${JSON.stringify(value)}`);
+const optionalStringProblem = (value: unknown, where: string) => (value === undefined || typeof value === 'string' ? undefined : `${where} must be a string, got ${JSON.stringify(value)}`);
+
+function sessionHandleProblems(session: unknown, where: string): string[] {
+  if (!isJsonObject(session)) return [`${where} must be an object`];
+  const problems: string[] = [];
+  for (const field of ['sessionId', 'bootId', 'root'] as const) {
+    if (typeof session[field] !== 'string' || session[field] === '') problems.push(`${where}.${field} must be a non-empty string`);
+  }
+  // Activities send the agent token to this URL.
+  if (typeof session.agentUrl !== 'string' || !/^https?:\/\/[^\s/]+(\/\S*)?$/.test(session.agentUrl)) problems.push(`${where}.agentUrl must be an http(s) URL, got ${JSON.stringify(session.agentUrl)}`);
+  const target = session.target;
+  if (!isJsonObject(target) || !SESSION_TARGET_KINDS.includes(target.kind as SessionTargetRef['kind'])) problems.push(`${where}.target ${JSON.stringify(target)}: expected {"kind":"local"} or {"kind":"ecs"}`);
+  if (!isJsonObject(session.details) || Object.values(session.details).some((value) => typeof value !== 'string')) problems.push(`${where}.details must be an object of strings`);
+  return problems;
+}
+
+function stageStateProblems(stage: unknown, where: string): string[] {
+  if (!isJsonObject(stage)) return [`${where} must be an object`];
+  const problems: string[] = [];
+  if (typeof stage.name !== 'string' || !STAGE_NAME.test(stage.name)) problems.push(`${where}.name ${JSON.stringify(stage.name)} must match ${STAGE_NAME}`);
+  if (!STAGE_STATUSES.includes(stage.status as StageState['status'])) problems.push(`${where}.status ${JSON.stringify(stage.status)} is not one of ${STAGE_STATUSES.join(', ')}`);
+  const executions = countProblem(stage.executions, `${where}.executions`);
+  if (executions) problems.push(executions);
+  return problems;
+}
+
+function inputStateProblems(inputState: unknown, where: string): string[] {
+  if (!isJsonObject(inputState)) return [`${where} must be an object`];
+  const problems = [
+    inputRefProblem(inputState.ref, `${where}.ref`),
+    isSha256Hex(inputState.manifestDigest) ? undefined : `${where}.manifestDigest must be a sha256 hex digest, got ${JSON.stringify(inputState.manifestDigest)}`,
+    countProblem(inputState.filesTotal, `${where}.filesTotal`),
+    countProblem(inputState.bytesTotal, `${where}.bytesTotal`),
+  ];
+  return problems.filter((p): p is string => p !== undefined);
+}
+
+function pipelineStateProblems(state: unknown, where: string): string[] {
+  if (!isJsonObject(state)) return [`${where} must be an object`];
+  const problems: (string | undefined)[] = [];
+  if (typeof state.sessionId !== 'string' || state.sessionId === '') problems.push(`${where}.sessionId must be a non-empty string`);
+  if (!PIPELINE_STATUSES.includes(state.status as PipelineState['status'])) problems.push(`${where}.status ${JSON.stringify(state.status)} is not one of ${PIPELINE_STATUSES.join(', ')}`);
+  problems.push(optionalStringProblem(state.stage, `${where}.stage`));
+  if (!Array.isArray(state.stages) || state.stages.length === 0) problems.push(`${where}.stages must be a non-empty array`);
+  else problems.push(...state.stages.flatMap((stage, i) => stageStateProblems(stage, `${where}.stages[${i}]`)));
+  if (state.session !== undefined) problems.push(...sessionHandleProblems(state.session, `${where}.session`));
+  if (!Array.isArray(state.inputs)) problems.push(`${where}.inputs must be an array`);
+  else problems.push(...state.inputs.flatMap((inputState, i) => inputStateProblems(inputState, `${where}.inputs[${i}]`)));
+  if (state.dataManifestDigest !== undefined && !isSha256Hex(state.dataManifestDigest)) problems.push(`${where}.dataManifestDigest must be a sha256 hex digest, got ${JSON.stringify(state.dataManifestDigest)}`);
+  problems.push(optionalStringProblem(state.verifiedBootId, `${where}.verifiedBootId`));
+  for (const field of ['restartsDetected', 'executionsTotal', 'run'] as const) problems.push(countProblem(state[field], `${where}.${field}`));
+  return problems.filter((p): p is string => p !== undefined);
+}
+
+function timelineProblems(timeline: unknown, where: string): string[] {
+  if (!Array.isArray(timeline)) return [`${where} must be an array`];
+  const bad = timeline.findIndex((entry) => !isJsonObject(entry) || typeof entry.step !== 'string' || typeof entry.startedAt !== 'string');
+  return bad === -1 ? [] : [`${where}[${bad}] must be an object with string "step" and "startedAt"`];
+}
+
+/**
+ * Problems with pipelineWorkflow's second argument, which only the workflow
+ * passes itself on continue-as-new: the shape of everything the next run
+ * reads from it. Anyone can start a workflow with extra arguments, so it is
+ * checked like any input; empty when it may be used.
+ */
+export function pipelineCarryOverProblems(raw: unknown): string[] {
+  if (!isJsonObject(raw)) {
+    const kind = raw === null ? 'null' : Array.isArray(raw) ? 'an array' : `a ${typeof raw}`;
+    return [`the carry-over must be a JSON object (only the workflow itself passes one, on continue-as-new), got ${kind}`];
+  }
+  const problems: (string | undefined)[] = [
+    ...pipelineStateProblems(raw.state, 'state'),
+    ...timelineProblems(raw.timeline, 'timeline'),
+    countProblem(raw.executionCounter, 'executionCounter'),
+    ...inputRefsProblems(raw.pendingInputs, 'pendingInputs'),
+    typeof raw.stageFirstExecutionDone === 'boolean' ? undefined : `stageFirstExecutionDone must be true or false, got ${JSON.stringify(raw.stageFirstExecutionDone)}`,
+  ];
+  const stages = isJsonObject(raw.state) && Array.isArray(raw.state.stages) ? raw.state.stages : [];
+  // The run indexes state.stages with it; a run only continues as new while a stage is current.
+  if (!isCount(raw.stageIndex) || raw.stageIndex >= stages.length) problems.push(`stageIndex ${JSON.stringify(raw.stageIndex)} must be the index of one of the ${stages.length} stages in state.stages`);
+  return problems.filter((p): p is string => p !== undefined);
 }
 
 /** Problems with an execute request; empty when it may run. */

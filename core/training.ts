@@ -3,6 +3,7 @@
  * instance, start a command there, confirm it runs, follow it to its exit.
  * Plain JSON so `temporal workflow start --input` can start it too.
  */
+import { isSha256Hex } from './manifest';
 import { unsafePathReason } from './paths';
 
 /**
@@ -166,6 +167,35 @@ function secondsProblem(name: string, value: unknown, min: number, max: number):
   return undefined;
 }
 
+/** Release folders and start ids become path segments in the scripts, which accept [A-Za-z0-9._-]; a leading letter or digit also keeps out `.` and `..`. */
+const SCRIPT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const RESUME_COUNTS = ['logOffset', 'logChunks', 'resyncs', 'probes', 'filesTotal', 'bytesTotal', 'archiveBytes', 'timeToConfirmMs'] as const;
+
+/**
+ * Problems with `resume`, which only the workflow sets when it continues as
+ * new: a caller could otherwise skip landing and probe a process that was
+ * never started. Checks every field the resumed run reads.
+ */
+export function trainingResumeProblems(resume: unknown): string[] {
+  if (typeof resume !== 'object' || resume === null || Array.isArray(resume)) return ['resume must be an object; it is set by the workflow itself when it continues as new, never by callers'];
+  const carried = resume as Partial<Record<keyof TrainingResume, unknown>>;
+  const problems: string[] = [];
+  const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
+  if (!isSha256Hex(carried.manifestDigest)) problems.push(`resume.manifestDigest ${JSON.stringify(carried.manifestDigest)} must be a sha256 hex digest`);
+  if (typeof carried.release !== 'string' || !SCRIPT_NAME.test(carried.release)) problems.push(`resume.release ${JSON.stringify(carried.release)} must match ${SCRIPT_NAME}`);
+  const startsValid = isCount(carried.starts) && carried.starts >= 1;
+  if (!startsValid) problems.push(`resume.starts ${JSON.stringify(carried.starts)} must be a whole number of at least 1`);
+  if (typeof carried.startId !== 'string' || !SCRIPT_NAME.test(carried.startId)) problems.push(`resume.startId ${JSON.stringify(carried.startId)} must match ${SCRIPT_NAME}`);
+  // A restart takes start-<starts + 1>: a start id out of step with starts could name one already used, which the start script would not start again.
+  else if (startsValid && carried.startId !== startIdFor(carried.starts as number)) problems.push(`resume.startId ${JSON.stringify(carried.startId)} must be "${startIdFor(carried.starts as number)}" (start-<starts>)`);
+  if (!isCount(carried.pid) || carried.pid < 1) problems.push(`resume.pid ${JSON.stringify(carried.pid)} must be a process id (a whole number of at least 1)`);
+  if (!isCount(carried.startedAtMs)) problems.push(`resume.startedAtMs ${JSON.stringify(carried.startedAtMs)} must be a time in epoch milliseconds`);
+  // Measured against an activity's clock, so it can come out negative under clock skew.
+  if (carried.firstLogLineMs !== undefined && !Number.isSafeInteger(carried.firstLogLineMs)) problems.push(`resume.firstLogLineMs ${JSON.stringify(carried.firstLogLineMs)} must be a whole number of milliseconds`);
+  for (const field of RESUME_COUNTS) if (!isCount(carried[field])) problems.push(`resume.${field} ${JSON.stringify(carried[field])} must be a whole number of at least 0`);
+  return problems;
+}
+
 /** Validates and fills defaults; returns problems instead of throwing so the caller picks the error type. */
 export function normalizeTrainingInput(
   raw: unknown,
@@ -221,6 +251,8 @@ export function normalizeTrainingInput(
     secondsProblem('stopGraceSeconds', input.stopGraceSeconds, 0, 600),
   ])
     if (problem) problems.push(problem);
+
+  if (input.resume !== undefined) problems.push(...trainingResumeProblems(input.resume));
 
   if (problems.length) return { ok: false, problems };
   const normalizedTarget: TrainingTarget =

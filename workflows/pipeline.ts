@@ -31,6 +31,7 @@ import {
   executeRequestProblems,
   inputRefsProblems,
   normalizePipelineInput,
+  pipelineCarryOverProblems,
   type ExecuteRequest,
   type ExecuteResult,
   type PipelineCarryOver,
@@ -92,6 +93,16 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
     });
   }
   const input = normalized.input;
+  // Only the workflow's own continue-as-new passes a carry-over, but anyone can start it with a second argument.
+  const carryOverProblems = carried === undefined ? [] : pipelineCarryOverProblems(carried);
+  if (carryOverProblems.length) {
+    throw ApplicationFailure.create({
+      type: FailureType.InvalidInput,
+      message: `invalid pipeline carry-over (second argument): ${carryOverProblems.join('; ')}`,
+      details: [{ problems: carryOverProblems }],
+      nonRetryable: true,
+    });
+  }
   const state: PipelineState = carried?.state ?? {
     sessionId: input.sessionId,
     status: 'provisioning',
@@ -104,7 +115,7 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
   state.run++;
   const timeline: TimelineStep[] = carried?.timeline ?? [];
   let executionCounter = carried?.executionCounter ?? 0;
-  let pendingInputs: PipelineInputRef[] = carried?.pendingInputs ?? (carried ? [] : [...input.inputs]);
+  let pendingInputs: PipelineInputRef[] = carried?.pendingInputs ?? [...input.inputs];
   let stageIndex = carried?.stageIndex ?? 0;
   let stageVerified = carried?.stageFirstExecutionDone ?? false;
   let ready = carried !== undefined && state.session !== undefined;

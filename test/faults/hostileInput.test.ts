@@ -708,29 +708,32 @@ describe('workflow arguments only the workflow itself should pass', () => {
 
   const invalidInput = (outcome: unknown) => outcome instanceof WorkflowFailedError && outcome.cause instanceof ApplicationFailure && outcome.cause.type === 'InvalidInput';
 
-  it(
-    'a pipelineWorkflow carry-over argument of the wrong shape fails with InvalidInput',
-    { todo: 'workflows/pipeline.ts uses its second (continue-as-new) argument unchecked: {"state":5} throws a TypeError every workflow task and the run hangs' },
-    async () => {
-      const stack = await getStack();
-      const { outcome, taskFailed } = await outcomeWithin(stack, 'pipelineWorkflow', ['{"sessionId":"carried","stages":["coder"],"stageIdleTimeout":"30s"}', '{"state":5}'], 15_000);
-      assert.equal(taskFailed, false, 'no workflow task failed with a TypeError');
-      assert.ok(invalidInput(outcome), `outcome: ${String(outcome)}`);
-    },
-  );
+  it('a pipelineWorkflow carry-over argument of the wrong shape fails with InvalidInput', async () => {
+    const stack = await getStack();
+    // {"state":5} threw a TypeError on every workflow task; "carry" silently dropped the inputs.
+    for (const [carried, problem] of [['{"state":5}', /state must be an object/], ['"carry"', /must be a JSON object .*got a string/]] as const) {
+      const { outcome, taskFailed } = await outcomeWithin(stack, 'pipelineWorkflow', ['{"sessionId":"carried","stages":["coder"],"stageIdleTimeout":"30s"}', carried], 15_000);
+      assert.equal(taskFailed, false, `${carried}: no workflow task failed with a TypeError`);
+      assert.ok(invalidInput(outcome), `${carried}: outcome: ${String(outcome)}`);
+      const { message } = (outcome as WorkflowFailedError).cause!;
+      assert.match(message, /^invalid pipeline carry-over \(second argument\): /);
+      assert.match(message, problem);
+      assert.doesNotMatch(message, /TypeError|Cannot create prop|\n\s+at /);
+    }
+  });
 
-  it(
-    'a trainingWorkflow resume field sent by a caller fails with InvalidInput',
-    { todo: 'core/training.ts passes input.resume through unchecked: with "resume":"garbage" the run skips landing and probes a process it never started' },
-    async () => {
-      const stack = await getStack();
-      const project = path.join(work, 'resume-project');
-      await writeTree(project, { 'train.py': 'print(1)\n' });
-      const input = JSON.stringify({ project: { path: project }, target: { kind: 'shell', root: path.join(work, 'resume-target') }, command: ['true'], resume: 'garbage' });
-      const { outcome } = await outcomeWithin(stack, 'trainingWorkflow', [input], 15_000);
-      assert.ok(invalidInput(outcome), `outcome: ${String(outcome)}`);
-    },
-  );
+  it('a trainingWorkflow resume field sent by a caller fails with InvalidInput', async () => {
+    const stack = await getStack();
+    const project = path.join(work, 'resume-project');
+    await writeTree(project, { 'train.py': 'print(1)\n' });
+    const input = JSON.stringify({ project: { path: project }, target: { kind: 'shell', root: path.join(work, 'resume-target') }, command: ['true'], resume: 'garbage' });
+    const { outcome, taskFailed } = await outcomeWithin(stack, 'trainingWorkflow', [input], 15_000);
+    assert.equal(taskFailed, false, 'no workflow task failed');
+    assert.ok(invalidInput(outcome), `outcome: ${String(outcome)}`);
+    const { message } = (outcome as WorkflowFailedError).cause!;
+    assert.match(message, /invalid training input: resume must be an object/);
+    assert.doesNotMatch(message, /TypeError|Cannot read prop|\n\s+at /);
+  });
 });
 
 describe('presigned URLs from the blob store, against the real SeaweedFS', () => {

@@ -14,10 +14,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { gunzipSync } from 'node:zlib';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import type { UploadBlobsResult, UploadHeartbeat } from '../../activities/blobs';
+import { ShellTarget, type ScriptRun, type ScriptRunHooks } from '../../activities/shellTarget';
 import type { LandArchiveResult } from '../../activities/training';
 import { summarizeHistory } from '../../client/history';
 import { repoRoot } from '../../client/services';
@@ -181,6 +183,16 @@ describe('trainingWorkflow on the shell target', () => {
     const project = path.join(work, 'resync');
     await writeTrainingProject(project, { 'data/big.bin': seededBytes(2 << 20, 5) });
     const runId = 'resync';
+    // The worker runs in this process: each land script's byte cap is recorded next to what its archive really unpacks to.
+    const landings: { cap?: string; unpacked: number }[] = [];
+    const runScript = ShellTarget.prototype.run;
+    t.mock.method(ShellTarget.prototype, 'run', async function (this: ShellTarget, run: ScriptRun, hooks?: ScriptRunHooks) {
+      if (run.purpose === 'land') {
+        const archive = Buffer.from(await (await fetch(run.env.FERRY_ARCHIVE_URL!)).arrayBuffer());
+        landings.push({ cap: run.env.FERRY_ARCHIVE_MAX_BYTES, unpacked: gunzipSync(archive).length });
+      }
+      return runScript.call(this, run, hooks);
+    });
     const handle = await start({ runId, project: { path: project }, command: ['python3', 'loop.py'] });
     await waitFor('running', async () => ((await handle.query(trainingProgressQuery)).state === 'running' ? true : undefined));
 
@@ -200,12 +212,14 @@ describe('trainingWorkflow on the shell target', () => {
     assert.equal(second!.bytesSent, Buffer.byteLength('second version\n'));
     assert.equal(second!.filesKept, first!.filesTotal - 1);
     assert.equal(second!.baseRelease, first!.release);
+    assert.equal(landings.length, 2);
+    for (const { cap, unpacked } of landings) assert.equal(cap, String(unpacked), 'FERRY_ARCHIVE_MAX_BYTES is exactly the unpacked tar size');
     assert.equal(await readFile(path.join(runDir(runId), 'current', 'message.txt'), 'utf8'), 'second version\n');
     const logs: Buffer[] = [];
     await followLogs(stack.client, stack.blobs, handle.workflowId, false, (b) => logs.push(b));
     const log = Buffer.concat(logs).toString();
     assert.ok(log.indexOf('message: first version') < log.indexOf('message: second version'), 'both starts, in order');
-    t.diagnostic(`figures: first archive ${first!.archiveBytes} bytes for ${first!.filesTotal} files (${first!.bytesSent} bytes); delta after a one-file edit ${second!.archiveBytes} bytes`);
+    t.diagnostic(`figures: first archive ${first!.archiveBytes} bytes for ${first!.filesTotal} files (${first!.bytesSent} bytes); delta after a one-file edit ${second!.archiveBytes} bytes; land caps ${landings.map((l) => l.cap).join(', ')} bytes`);
   });
 
   it('hostile file names arrive intact and nothing in them is executed', async () => {

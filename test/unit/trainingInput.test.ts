@@ -1,7 +1,7 @@
 /** normalizeTrainingInput: defaults, and every problem named at once. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { normalizeTrainingInput, targetRunDir } from '../../core/training';
+import { normalizeTrainingInput, startIdFor, targetRunDir, trainingResumeProblems, type TrainingResume } from '../../core/training';
 
 describe('normalizeTrainingInput', () => {
   it('fills defaults: run id from the workflow id, /opt/ferry on ssm targets, grace 10 s, poll 15 s', () => {
@@ -34,5 +34,84 @@ describe('normalizeTrainingInput', () => {
     const ssm = normalizeTrainingInput({ project: { path: '/p' }, target: { kind: 'ssm', instanceId: 'web-1', root: '/' }, command: ['x'] }, 'wf');
     assert.ok(!ssm.ok);
     assert.match(ssm.problems.join('\n'), /instanceId "web-1"[\s\S]*target\.root must not be \//);
+  });
+});
+
+describe('resume (set by the workflow when it continues as new)', () => {
+  const base = { project: { path: '/p' }, target: { kind: 'shell', root: '/srv/train' }, command: ['python', 'train.py'] };
+  /** Shaped like what trainingWorkflow carries into its next run. */
+  const resume = (): TrainingResume => ({
+    manifestDigest: 'b'.repeat(64),
+    release: '1764578289000-bbbbbbbbbbbb',
+    startId: startIdFor(2),
+    starts: 2,
+    pid: 4242,
+    logOffset: 1_024,
+    logChunks: 3,
+    resyncs: 1,
+    probes: 240,
+    startedAtMs: 1_764_578_280_000,
+    firstLogLineMs: 1_500,
+    filesTotal: 7,
+    bytesTotal: 2_097_300,
+    archiveBytes: 2_100_000,
+    timeToConfirmMs: 2_300,
+  });
+
+  it('passes what the workflow carries, with or without a first log line, through normalizeTrainingInput unchanged', () => {
+    assert.deepEqual(trainingResumeProblems(resume()), []);
+    const { firstLogLineMs: _, ...silent } = resume();
+    assert.deepEqual(trainingResumeProblems(silent), []);
+    // Measured against an activity's clock: clock skew can make it negative.
+    assert.deepEqual(trainingResumeProblems({ ...resume(), firstLogLineMs: -20 }), []);
+    const normalized = normalizeTrainingInput({ ...base, resume: resume() }, 'wf');
+    assert.ok(normalized.ok, JSON.stringify(normalized));
+    assert.deepEqual(normalized.input.resume, resume());
+  });
+
+  it('a resume that is not an object fails normalizeTrainingInput, saying callers never set it', () => {
+    for (const garbage of ['garbage', 5, null, [resume()]]) {
+      const result = normalizeTrainingInput({ ...base, resume: garbage }, 'wf');
+      assert.ok(!result.ok);
+      assert.deepEqual(result.problems, ['resume must be an object; it is set by the workflow itself when it continues as new, never by callers']);
+    }
+  });
+
+  it('names every field of the wrong type or format', () => {
+    const problems = trainingResumeProblems({
+      manifestDigest: 'abc',
+      release: '..',
+      startId: 'start-1;reboot',
+      starts: 0,
+      pid: -1,
+      logOffset: '10',
+      logChunks: 1.5,
+      probes: 3,
+      startedAtMs: 'yesterday',
+      firstLogLineMs: 'soon',
+      filesTotal: 1,
+      bytesTotal: 1,
+      archiveBytes: 1,
+      timeToConfirmMs: 1,
+    });
+    const expected = [
+      /^resume\.manifestDigest "abc" must be a sha256 hex digest/,
+      /^resume\.release "\.\." must match/,
+      /^resume\.starts 0 must be a whole number of at least 1/,
+      /^resume\.startId "start-1;reboot" must match/,
+      /^resume\.pid -1 must be a process id/,
+      /^resume\.startedAtMs "yesterday"/,
+      /^resume\.firstLogLineMs "soon"/,
+      /^resume\.logOffset "10" must be a whole number of at least 0/,
+      /^resume\.logChunks 1\.5/,
+      /^resume\.resyncs undefined/,
+    ];
+    assert.equal(problems.length, expected.length, problems.join('\n'));
+    expected.forEach((pattern, i) => assert.match(problems[i]!, pattern));
+  });
+
+  it('a start id out of step with starts is refused: a restart would reuse an id already started', () => {
+    assert.deepEqual(trainingResumeProblems({ ...resume(), startId: 'start-1', starts: 2 }), ['resume.startId "start-1" must be "start-2" (start-<starts>)']);
+    assert.match(trainingResumeProblems({ ...resume(), startId: '.' }).join(), /resume\.startId "\." must match/);
   });
 });
