@@ -27,7 +27,7 @@ import { sessionRoot, type SyncResult } from '../../core/sync';
 import { buildTimeline, type TimelineStep } from '../../core/timeline';
 import type { TrainingInput, TrainingResult } from '../../core/training';
 import { isLandTempName } from '../../runtime/land';
-import { seededBytes, treeHashes, writeTree } from '../support/fixtures';
+import { seededBytes, treeHashes, waitFor, writeTree } from '../support/fixtures';
 import { startTestStack, type TestStack } from '../support/testStack';
 
 const EventType = temporal.api.enums.v1.EventType;
@@ -45,16 +45,6 @@ after(async () => {
   await stack?.stop();
   if (work) await rm(work, { recursive: true, force: true });
 });
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000, intervalMs = 200): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(intervalMs);
-  }
-}
 
 async function historyEvents(workflowId: string) {
   return (await stack.client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];

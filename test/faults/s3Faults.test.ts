@@ -20,7 +20,7 @@ import { S3BlobStore, createS3Clients } from '../../activities/s3BlobStore';
 import { summarizeHistory } from '../../client/history';
 import { sessionRoot, type SyncInput, type SyncResult } from '../../core/sync';
 import { buildTimeline, type TimelineStep } from '../../core/timeline';
-import { seededBytes, sha256, treeHashes, writeTree } from '../support/fixtures';
+import { seededBytes, sha256, treeHashes, waitFor, writeTree } from '../support/fixtures';
 import { startS3FaultProxy, type S3FaultProxy, type S3Operation, type S3Request } from '../support/s3FaultProxy';
 import { startTestStack, type TestStack } from '../support/testStack';
 
@@ -75,16 +75,6 @@ async function sync(input: SyncInput): Promise<{ workflowId: string; result: Pro
     workflowExecutionTimeout: WORKFLOW_TIMEOUT_MS,
   });
   return { workflowId, result: handle.result() as Promise<SyncResult> };
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
 }
 
 async function steps(workflowId: string): Promise<Map<string, TimelineStep>> {

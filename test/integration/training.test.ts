@@ -13,7 +13,6 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { gunzipSync } from 'node:zlib';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
@@ -27,7 +26,7 @@ import { followLogs, listLogChunks } from '../../client/training';
 import { buildTimeline } from '../../core/timeline';
 import { trainingTmpPrefix, type TrainingInput, type TrainingResult } from '../../core/training';
 import { resyncTrainingSignal, stopTrainingSignal, trainingProgressQuery } from '../../workflows/trainingDefinitions';
-import { seededBytes, treeHashes, writeTree } from '../support/fixtures';
+import { seededBytes, treeHashes, waitFor, writeTree } from '../support/fixtures';
 import { startTestStack, type TestStack } from '../support/testStack';
 
 let stack: TestStack;
@@ -102,16 +101,6 @@ async function activityResults<T>(workflowId: string, activityType: string): Pro
     if (completed && types.get(Number(completed.scheduledEventId)) === activityType) results.push(defaultPayloadConverter.fromPayload(completed.result!.payloads![0]!) as T);
   }
   return results;
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
 }
 
 const runDir = (runId: string) => path.join(root, 'runs', runId);

@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** Writes `files` (relative path → content) under `root`. */
 export async function writeTree(root: string, files: Record<string, string | Buffer>): Promise<void> {
@@ -67,4 +68,15 @@ export async function writeSampleProject(root: string): Promise<{ synced: string
     synced: ['.ferryignore', '.gitignore', 'README.md', 'data/nested/deep/values.bin', 'data/sales.csv', 'keep.tmp', 'scripts/run.sh', 'sub/.gitignore', 'sub/app.py'],
     ignored: ['build/output.o', 'scratch.tmp', 'secrets.env', 'sub/app.log'],
   };
+}
+
+/** Polls `probe` every `intervalMs` until it returns a value, failing with `what` after `timeoutMs`. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000, intervalMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(intervalMs);
+  }
 }
