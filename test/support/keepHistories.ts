@@ -2,8 +2,11 @@
  * `npm run histories:keep`: adds a representative set of the histories the
  * last `npm test` recorded to test/fixtures/histories, so later workflow
  * code must keep replaying them. Per workflow type and close status it keeps
- * the history with the most events and the one with the fewest; it adds
- * files and never replaces one (retire a fixture deliberately, with git rm).
+ * the history with the most events and the one with the fewest, unless one
+ * with that outcome and event count is kept already, and every history that
+ * records a patch marker (the paths a later change is likeliest to break).
+ * It adds files and never replaces one (retire a fixture deliberately, with
+ * git rm).
  */
 import { copyFile, mkdir, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -11,28 +14,40 @@ import { committedHistoriesDir, liveHistoriesDir, readRecordedHistories } from '
 
 /** A fixture larger than this is left out: the committed set stays small enough to review. */
 const MAX_FIXTURE_BYTES = 256 * 1024;
+/** The marker Temporal's SDKs record for `patched()`. */
+const PATCH_MARKER_NAME = 'core_patch';
+
+interface Candidate {
+  file: string;
+  events: number;
+  patched: boolean;
+}
 
 async function main(): Promise<void> {
   const source = process.argv[2] ?? liveHistoriesDir();
   const target = committedHistoriesDir();
   const recorded = await readRecordedHistories(source);
   if (recorded.length === 0) throw new Error(`no recorded histories under ${source}: run npm test first`);
-  const groups = new Map<string, { file: string; events: number }[]>();
+  const groups = new Map<string, Candidate[]>();
   for (const { file, record, history } of recorded) {
     if ((await stat(path.join(source, file))).size > MAX_FIXTURE_BYTES) continue;
     const key = `${record.workflowType}-${record.status.toLowerCase()}`;
-    groups.set(key, [...(groups.get(key) ?? []), { file, events: history.events?.length ?? 0 }]);
+    const patched = (history.events ?? []).some((event) => event.markerRecordedEventAttributes?.markerName === PATCH_MARKER_NAME);
+    groups.set(key, [...(groups.get(key) ?? []), { file, events: history.events?.length ?? 0, patched }]);
   }
   await mkdir(target, { recursive: true });
-  const existing = new Set(await readdir(target));
+  const existing = await readdir(target);
   let added = 0;
   for (const [key, candidates] of [...groups].sort(([a], [b]) => a.localeCompare(b))) {
     candidates.sort((a, b) => b.events - a.events || a.file.localeCompare(b.file));
-    const picks = new Set([candidates[0], candidates[candidates.length - 1]]);
+    const picks = new Set([candidates[0], candidates[candidates.length - 1], ...candidates.filter((candidate) => candidate.patched)]);
     for (const pick of picks) {
-      const name = `${key}-${pick.events}-events-${path.basename(pick.file)}`;
-      if (existing.has(name)) continue;
+      const outcome = `${key}-${pick.events}-events-`;
+      if (!pick.patched && existing.some((name) => name.startsWith(outcome))) continue;
+      const name = `${outcome}${path.basename(pick.file)}`;
+      if (existing.includes(name)) continue;
       await copyFile(path.join(source, pick.file), path.join(target, name));
+      existing.push(name);
       process.stdout.write(`kept ${name}\n`);
       added++;
     }
