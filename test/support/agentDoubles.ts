@@ -40,6 +40,31 @@ async function listen(server: Server, state: DoubleState): Promise<AgentDouble> 
   };
 }
 
+/**
+ * A double on a free loopback port: counts land and exec requests, buffers
+ * each request's body and hands it to `answer` (the counts already include
+ * the request being answered).
+ */
+function startDouble(answer: (request: IncomingMessage, body: Buffer, response: ServerResponse, state: DoubleState) => void): Promise<AgentDouble> {
+  const state: DoubleState = { landRequests: 0, execRequests: 0 };
+  const server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      if (request.url === '/v1/land') state.landRequests++;
+      if (request.url === '/v1/exec') state.execRequests++;
+      answer(request, Buffer.concat(chunks), response, state);
+    });
+  });
+  return listen(server, state);
+}
+
+/** The land result line a real agent sends when every file was fetched. */
+function allLandedLine(bootId: string, files: { size: number }[]): string {
+  const bytes = files.reduce((sum, f) => sum + f.size, 0);
+  return `${JSON.stringify({ type: 'result', bootId, filesLanded: files.length, bytesLanded: bytes, filesAlreadyPresent: 0, bytesAlreadyPresent: 0 })}\n`;
+}
+
 /** Sends the request on to the real agent at `realUrl` and its answer back (buffered: the doubles' traffic is small). */
 function forward(realUrl: string, request: IncomingMessage, body: Buffer, response: ServerResponse): void {
   const headers: Record<string, string> = {};
@@ -58,29 +83,20 @@ function forward(realUrl: string, request: IncomingMessage, body: Buffer, respon
 
 /** Claims every landing succeeded and stores nothing; lists no files. */
 export async function startLyingAgent(bootId: string): Promise<AgentDouble> {
-  const state: DoubleState = { landRequests: 0, execRequests: 0 };
-  const server = createServer((request, response) => {
-    let body = '';
-    request.on('data', (chunk) => (body += chunk));
-    request.on('end', () => {
-      if (request.url === '/v1/health') {
-        response.setHeader('content-type', 'application/json');
-        response.end(JSON.stringify({ ok: true, bootId, startedAt: new Date().toISOString(), apiVersion: 1, root: '/nowhere' }));
-        return;
-      }
-      if (request.url === '/v1/exec') state.execRequests++;
-      response.setHeader('content-type', 'application/x-ndjson');
-      if (request.url === '/v1/land') {
-        state.landRequests++;
-        const { files } = JSON.parse(body) as { files: { size: number }[] };
-        const bytes = files.reduce((sum, f) => sum + f.size, 0);
-        response.end(`${JSON.stringify({ type: 'result', bootId, filesLanded: files.length, bytesLanded: bytes, filesAlreadyPresent: 0, bytesAlreadyPresent: 0 })}\n`);
-        return;
-      }
-      response.end(`${JSON.stringify({ type: 'result', bootId, filesListed: 0, bytesListed: 0 })}\n`);
-    });
+  return startDouble((request, body, response) => {
+    if (request.url === '/v1/health') {
+      response.setHeader('content-type', 'application/json');
+      response.end(JSON.stringify({ ok: true, bootId, startedAt: new Date().toISOString(), apiVersion: 1, root: '/nowhere' }));
+      return;
+    }
+    response.setHeader('content-type', 'application/x-ndjson');
+    if (request.url === '/v1/land') {
+      const { files } = JSON.parse(body.toString('utf8')) as { files: { size: number }[] };
+      response.end(allLandedLine(bootId, files));
+      return;
+    }
+    response.end(`${JSON.stringify({ type: 'result', bootId, filesListed: 0, bytesListed: 0 })}\n`);
   });
-  return listen(server, state);
 }
 
 /**
@@ -90,22 +106,15 @@ export async function startLyingAgent(bootId: string): Promise<AgentDouble> {
  * download would.
  */
 export async function startFlakyAgent(realUrl: string, failures: number, failingPath: string): Promise<AgentDouble> {
-  const state: DoubleState = { landRequests: 0, execRequests: 0 };
-  const server = createServer((request, response) => {
-    const chunks: Buffer[] = [];
-    request.on('data', (chunk: Buffer) => chunks.push(chunk));
-    request.on('end', () => {
-      if (request.url === '/v1/exec') state.execRequests++;
-      if (request.url === '/v1/land' && ++state.landRequests <= failures) {
-        response.statusCode = 502;
-        response.setHeader('content-type', 'application/json');
-        response.end(JSON.stringify({ type: 'error', error: { type: 'BlobDownloadFailed', message: `download of ${failingPath} failed: S3 answered 503 SlowDown`, path: failingPath } }));
-        return;
-      }
-      forward(realUrl, request, Buffer.concat(chunks), response);
-    });
+  return startDouble((request, body, response, state) => {
+    if (request.url === '/v1/land' && state.landRequests <= failures) {
+      response.statusCode = 502;
+      response.setHeader('content-type', 'application/json');
+      response.end(JSON.stringify({ type: 'error', error: { type: 'BlobDownloadFailed', message: `download of ${failingPath} failed: S3 answered 503 SlowDown`, path: failingPath } }));
+      return;
+    }
+    forward(realUrl, request, body, response);
   });
-  return listen(server, state);
 }
 
 /**
@@ -116,7 +125,6 @@ export async function startFlakyAgent(realUrl: string, failures: number, failing
  * short files are what verification sees.
  */
 export async function startTruncatingAgent(realUrl: string, root: string): Promise<AgentDouble> {
-  const state: DoubleState = { landRequests: 0, execRequests: 0 };
   const landShort = async (request: IncomingMessage, body: Buffer): Promise<string> => {
     const { dir, files } = JSON.parse(body.toString('utf8')) as { dir: string; files: { path: string; size: number; mode: number; url: string }[] };
     for (const file of files) {
@@ -128,31 +136,23 @@ export async function startTruncatingAgent(realUrl: string, root: string): Promi
     }
     const health = await fetch(`${realUrl}/v1/health`, { headers: { authorization: request.headers.authorization ?? '' } });
     const { bootId } = (await health.json()) as { bootId: string };
-    const bytes = files.reduce((sum, f) => sum + f.size, 0);
-    return `${JSON.stringify({ type: 'result', bootId, filesLanded: files.length, bytesLanded: bytes, filesAlreadyPresent: 0, bytesAlreadyPresent: 0 })}\n`;
+    return allLandedLine(bootId, files);
   };
-  const server = createServer((request, response) => {
-    const chunks: Buffer[] = [];
-    request.on('data', (chunk: Buffer) => chunks.push(chunk));
-    request.on('end', () => {
-      if (request.url === '/v1/exec') state.execRequests++;
-      if (request.url !== '/v1/land') {
-        forward(realUrl, request, Buffer.concat(chunks), response);
-        return;
-      }
-      state.landRequests++;
-      landShort(request, Buffer.concat(chunks))
-        .then((line) => {
-          response.setHeader('content-type', 'application/x-ndjson');
-          response.end(line);
-        })
-        .catch((err: Error) => {
-          response.statusCode = 500;
-          response.end(err.message);
-        });
-    });
+  return startDouble((request, body, response) => {
+    if (request.url !== '/v1/land') {
+      forward(realUrl, request, body, response);
+      return;
+    }
+    landShort(request, body)
+      .then((line) => {
+        response.setHeader('content-type', 'application/x-ndjson');
+        response.end(line);
+      })
+      .catch((err: Error) => {
+        response.statusCode = 500;
+        response.end(err.message);
+      });
   });
-  return listen(server, state);
 }
 
 export interface HangingAgentDouble {
