@@ -30,7 +30,7 @@ import type { AgentLogger, LogFields } from '../../runtime/log';
 import { transferStep } from '../../workflows/steps';
 import { startHangingAgent, startLyingAgent, startTruncatingAgent, type AgentDouble } from '../support/agentDoubles';
 import { seededBytes, treeHashes, writeTree } from '../support/fixtures';
-import { startTestStack, type TestStack } from '../support/testStack';
+import { resultOf, startTestStack, type TestStack } from '../support/testStack';
 
 const run = promisify(execFile);
 const temporalBin = resolveTool('temporal', repoRoot());
@@ -79,7 +79,7 @@ async function waitUntil(what: string, check: () => Promise<boolean>, tries = 20
 
 function startSync(input: SyncInput, taskQueue: string) {
   const workflowId = `sync-fault-${input.sessionId}-${randomUUID()}`;
-  return stack.client.workflow.start('syncWorkflow', { taskQueue, workflowId, args: [input] }).then((handle) => ({ workflowId, result: handle.result() as Promise<SyncResult> }));
+  return stack.client.workflow.start('syncWorkflow', { taskQueue, workflowId, args: [input] }).then((handle) => ({ workflowId, result: resultOf<SyncResult>(handle) }));
 }
 
 /** The pipeline's own failure (WorkflowFailedError → ApplicationFailure), for assertions on type and message. */

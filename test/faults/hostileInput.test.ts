@@ -39,7 +39,7 @@ import { sessionRoot, type SyncResult } from '../../core/sync';
 import { startAgent, type RunningAgent } from '../../runtime/agent';
 import { sha256, treeHashes, writeTree } from '../support/fixtures';
 import { emptyMeta, gzipBomb, listTree, removeDeepTree, tarBytes, tarGz, writeDeepTree, type ArchiveEntry } from '../support/hostileArchives';
-import { startTestStack, type TestStack } from '../support/testStack';
+import { resultOf, startTestStack, type TestStack } from '../support/testStack';
 
 const execFileAsync = promisify(execFile);
 const TOKEN = 'hostile-input-token-0123456789';
@@ -516,7 +516,7 @@ describe('source trees with links, devices and deep folders', () => {
 describe('syncWorkflow to the local agent with hostile trees', () => {
   async function sync(stack: TestStack, sessionId: string, source: string): Promise<{ result: Promise<SyncResult> }> {
     const handle = await stack.client.workflow.start('syncWorkflow', { taskQueue: stack.config.temporal.taskQueue, workflowId: `hostile-${sessionId}-${randomUUID()}`, args: [{ sessionId, source: { path: source } }] });
-    return { result: handle.result() as Promise<SyncResult> };
+    return { result: resultOf<SyncResult>(handle) };
   }
 
   it('hostile names and NFC/NFD twins arrive intact with the right hashes, and nothing in them runs', async () => {

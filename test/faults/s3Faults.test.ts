@@ -22,7 +22,7 @@ import { sessionRoot, type SyncInput, type SyncResult } from '../../core/sync';
 import { buildTimeline, type TimelineStep } from '../../core/timeline';
 import { seededBytes, sha256, treeHashes, waitFor, writeTree } from '../support/fixtures';
 import { startS3FaultProxy, type S3FaultProxy, type S3Operation, type S3Request } from '../support/s3FaultProxy';
-import { startTestStack, type TestStack } from '../support/testStack';
+import { resultOf, startTestStack, type TestStack } from '../support/testStack';
 
 /** Each workflow must settle well inside this, retries and backoff included. */
 const WORKFLOW_TIMEOUT_MS = 90_000;
@@ -74,7 +74,7 @@ async function sync(input: SyncInput): Promise<{ workflowId: string; result: Pro
     args: [input],
     workflowExecutionTimeout: WORKFLOW_TIMEOUT_MS,
   });
-  return { workflowId, result: handle.result() as Promise<SyncResult> };
+  return { workflowId, result: resultOf<SyncResult>(handle) };
 }
 
 async function steps(workflowId: string): Promise<Map<string, TimelineStep>> {

@@ -22,7 +22,7 @@ import { summarizeHistory } from '../../client/history';
 import { repoRoot, resolveTool } from '../../client/services';
 import { startLyingAgent } from '../support/agentDoubles';
 import { sha256, treeHashes, writeSampleProject, writeTree } from '../support/fixtures';
-import { startTestStack, type TestStack } from '../support/testStack';
+import { resultOf, startTestStack, type TestStack } from '../support/testStack';
 
 const run = promisify(execFile);
 let stack: TestStack;
@@ -41,7 +41,7 @@ after(async () => {
 async function sync(input: SyncInput, taskQueue = stack.config.temporal.taskQueue) {
   const workflowId = `sync-test-${randomUUID()}`;
   const handle = await stack.client.workflow.start('syncWorkflow', { taskQueue, workflowId, args: [input] });
-  return { workflowId, handle, result: handle.result() as Promise<SyncResult> };
+  return { workflowId, handle, result: resultOf<SyncResult>(handle) };
 }
 
 async function activityNames(workflowId: string): Promise<string[]> {

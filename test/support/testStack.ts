@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { AgentClient, type AgentEndpoint } from '../../activities/agentClient';
 import type { ActivityDeps } from '../../activities';
@@ -19,6 +19,16 @@ import { freePort, repoRoot, resolveTool, spawnManaged, startS3Server, startTemp
 import { SEARCH_ATTRIBUTES } from '../../workflows/definitions';
 import { activityDepsFromConfig, createFerryWorker } from '../../worker/worker';
 import { recordHistories } from './histories';
+
+/**
+ * The workflow's result, marked handled at once: a failure that settles before
+ * the test awaits it (a terminate, a cancel) must not count as an unhandled rejection.
+ */
+export function resultOf<T>(handle: WorkflowHandle): Promise<T> {
+  const result = handle.result() as Promise<T>;
+  result.catch(() => undefined);
+  return result;
+}
 
 export interface TestStack {
   dir: string;
