@@ -1,19 +1,21 @@
 /**
  * Uploading a snapshot's file bodies to the blob store: only blobs the store
- * lacks, several at once, large ones in parts that a retried attempt resumes.
+ * lacks, several at once. Large files go up as their content-defined chunks
+ * (core/chunking), each a blob of its own, so an edited file sends only the
+ * chunks that changed and a retried attempt sends only the chunks an earlier
+ * one did not store.
  */
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { Context } from '@temporalio/activity';
-import type { CompletedPart } from '@aws-sdk/client-s3';
 import pLimit from 'p-limit';
 import { FailureType } from '../core/errors';
-import type { ManifestEntry } from '../core/manifest';
-import { startProgress, type TransferProgress } from '../core/sync';
+import { blobsOfEntry, type ManifestEntry } from '../core/manifest';
+import { startProgress } from '../core/sync';
 import { nonRetryable, retryable } from './failures';
-import { BodyDigestRejectedError, MalformedManifestError, ManifestMissingError, StoredChecksumMismatchError, type MultipartState, type S3BlobStore } from './s3BlobStore';
+import { BlobSourceChangedError, BodyDigestRejectedError, MalformedManifestError, ManifestMissingError, StoredChecksumMismatchError, type S3BlobStore } from './s3BlobStore';
 
 export interface UploadBlobsInput {
   manifestDigest: string;
@@ -22,41 +24,36 @@ export interface UploadBlobsInput {
 }
 
 export interface UploadBlobsResult {
+  /** Distinct blobs the manifest's files are stored as (whole bodies and chunks). */
   blobsTotal: number;
   blobsUploaded: number;
   bytesUploaded: number;
-  /** Bytes of the manifest not sent: already stored, or duplicates of another file. */
+  /**
+   * Bytes of the manifest not sent: already stored (whole files or chunks,
+   * an earlier attempt's among them), or duplicates of other content.
+   */
   bytesSkipped: number;
-  /** Multipart uploads continued from an earlier attempt instead of restarted. */
-  uploadsResumed: number;
-  /** Bytes this attempt sent (less than bytesUploaded when it resumed parts an earlier attempt stored). */
-  bytesSent: number;
-}
-
-/** A multipart upload in flight; `partsDone` counts parts stored so far (a retried attempt lists them from S3). */
-export type MultipartProgress = MultipartState & { partsDone?: number };
-
-/** Heartbeat details: progress plus what a retried attempt needs to resume. */
-export interface UploadHeartbeat extends TransferProgress {
-  multipart: MultipartProgress[];
 }
 
 export interface UploadTuning {
-  /** Files at least this big go up in parts. */
-  multipartThresholdBytes: number;
-  partSizeBytes: number;
   /** Blobs uploaded at once. */
   blobConcurrency: number;
-  /** Parts of one large blob uploaded at once. */
-  partConcurrency: number;
 }
 
 export const DEFAULT_UPLOAD_TUNING: UploadTuning = {
-  multipartThresholdBytes: 16 << 20,
-  partSizeBytes: 8 << 20,
   blobConcurrency: 8,
-  partConcurrency: 4,
 };
+
+/** One blob to store: a whole small file or one chunk of a large one, read from `offset` of the file. */
+interface BlobToUpload {
+  sha256: string;
+  size: number;
+  offset: number;
+  entry: ManifestEntry;
+}
+
+/** Unchunked entries this big (from manifests made before chunking) are streamed up in parts rather than read whole. */
+const WHOLE_BODY_MAX_BYTES = 64 << 20;
 
 /** Maps blob-store errors to typed, correctly retryable failures. */
 export function blobStoreFailure(err: unknown): unknown {
@@ -80,23 +77,14 @@ class SourceChangedError extends Error {
   }
 }
 
-/**
- * Whether a part an earlier attempt stored holds these bytes: by its sha256
- * when the store reports one, else by its ETag (the MD5 of a plain part).
- */
-function storedPartMatches(part: CompletedPart, body: Buffer): boolean {
-  if (part.ChecksumSHA256) return part.ChecksumSHA256 === createHash('sha256').update(body).digest('base64');
-  return part.ETag?.replace(/"/g, '') === createHash('md5').update(body).digest('hex');
-}
-
-async function readWholeFile(absolutePath: string, size: number): Promise<Buffer> {
+async function readRange(absolutePath: string, offset: number, size: number): Promise<Buffer> {
   const handle = await open(absolutePath, 'r');
   try {
     // One byte more than expected reveals a file that grew since the snapshot.
-    const buffer = Buffer.alloc(size + 1);
+    const buffer = Buffer.allocUnsafe(size + 1);
     let filled = 0;
     while (filled < buffer.length) {
-      const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, filled);
+      const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, offset + filled);
       if (bytesRead === 0) break;
       filled += bytesRead;
     }
@@ -106,83 +94,38 @@ async function readWholeFile(absolutePath: string, size: number): Promise<Buffer
   }
 }
 
+/** The distinct blobs of a manifest, each with the first file (and offset) it can be read from. */
+function blobsOfManifest(files: ManifestEntry[]): Map<string, BlobToUpload> {
+  const blobs = new Map<string, BlobToUpload>();
+  for (const entry of files) {
+    let offset = 0;
+    for (const blob of blobsOfEntry(entry)) {
+      if (!blobs.has(blob.sha256)) blobs.set(blob.sha256, { ...blob, offset, entry });
+      offset += blob.size;
+    }
+  }
+  return blobs;
+}
+
 export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partial<UploadTuning> }) {
   const tuning = { ...DEFAULT_UPLOAD_TUNING, ...deps.tuning };
   const { blobs } = deps;
 
-  /** Streams a large file up in parts, reusing parts an earlier attempt stored. */
-  async function uploadInParts(
-    entry: ManifestEntry,
-    absolutePath: string,
-    resumeFrom: MultipartState | undefined,
-    heartbeat: UploadHeartbeat,
-    onBytes: (n: number, sent: boolean) => void,
-    abortSignal: AbortSignal,
-  ): Promise<boolean> {
-    let state = resumeFrom;
-    let doneParts = state ? await blobs.listUploadedParts(state) : undefined;
-    if (!state || !doneParts) {
-      state = await blobs.createMultipart(entry.sha256);
-      doneParts = [];
+  /** Reads one blob's bytes from the source, checks them against the manifest, and stores them. */
+  async function uploadBlob(blob: BlobToUpload, absolutePath: string, abortSignal: AbortSignal): Promise<void> {
+    if (!blob.entry.chunks && blob.size > WHOLE_BODY_MAX_BYTES) {
+      await blobs.putFileAsBlob(absolutePath, blob.sha256, blob.size);
+      return;
     }
-    const resumed = doneParts.length > 0;
-    const inFlightState: MultipartProgress = { sha256: state.sha256, uploadId: state.uploadId, partsDone: 0 };
-    heartbeat.multipart.push(inFlightState);
-    const stored = new Map(doneParts.map((part) => [part.PartNumber!, part]));
-    const parts: CompletedPart[] = [];
-    // Parts in flight are bounded, so memory holds at most partConcurrency parts.
-    const inFlight = new Set<Promise<void>>();
-    let failure: unknown;
-    const track = (upload: Promise<void>) => {
-      const settled: Promise<void> = upload.then(
-        () => undefined,
-        (err: unknown) => {
-          failure ??= err;
-        },
-      );
-      inFlight.add(settled);
-      void settled.finally(() => inFlight.delete(settled));
-    };
-    const wholeFile = createHash('sha256');
-    const handle = await open(absolutePath, 'r');
-    try {
-      const partCount = Math.max(1, Math.ceil(entry.size / tuning.partSizeBytes));
-      for (let partNumber = 1; partNumber <= partCount && failure === undefined; partNumber++) {
-        const length = Math.min(tuning.partSizeBytes, entry.size - (partNumber - 1) * tuning.partSizeBytes);
-        const body = Buffer.alloc(length);
-        const { bytesRead } = await handle.read(body, 0, length, (partNumber - 1) * tuning.partSizeBytes);
-        if (bytesRead !== length) throw new SourceChangedError(entry.path, entry.sha256, 'unknown (file shrank)');
-        wholeFile.update(body);
-        const already = stored.get(partNumber);
-        if (already && storedPartMatches(already, body)) {
-          parts.push({ PartNumber: partNumber, ETag: already.ETag, ChecksumSHA256: createHash('sha256').update(body).digest('base64') });
-          inFlightState.partsDone = parts.length;
-          onBytes(length, false);
-          continue;
-        }
-        while (inFlight.size >= tuning.partConcurrency) await Promise.race(inFlight);
-        const uploadState = state;
-        track(
-          blobs.uploadPart(uploadState, partNumber, body, abortSignal).then((part) => {
-            parts.push(part);
-            inFlightState.partsDone = parts.length;
-            onBytes(length, true);
-          }),
-        );
-      }
-      await Promise.all(inFlight);
-      if (failure !== undefined) throw failure;
-      const actual = wholeFile.digest('hex');
-      if (actual !== entry.sha256) {
-        await blobs.abortMultipart(state).catch(() => undefined);
-        throw new SourceChangedError(entry.path, entry.sha256, actual);
-      }
-      await blobs.completeMultipart(state, parts);
-      heartbeat.multipart = heartbeat.multipart.filter((m) => m !== inFlightState);
-      return resumed;
-    } finally {
-      await handle.close();
+    const body = await readRange(absolutePath, blob.offset, blob.size);
+    const actual = createHash('sha256').update(body.subarray(0, blob.size)).digest('hex');
+    // A chunk may be followed by more of its file; only a whole body must end where the manifest says.
+    const wrongLength = blob.entry.chunks ? body.length < blob.size : body.length !== blob.size;
+    if (wrongLength || actual !== blob.sha256) {
+      const what = blob.entry.chunks ? `bytes ${blob.offset}-${blob.offset + blob.size} hash to ${actual}` : actual;
+      throw new SourceChangedError(blob.entry.path, blob.sha256, what);
     }
+    await blobs.putVerified(blobs.blobKey(blob.sha256), body.subarray(0, blob.size), blob.sha256, abortSignal);
   }
 
   return {
@@ -191,55 +134,36 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
       const context = Context.current();
       const abortSignal = context.cancellationSignal;
       // Every in-flight S3 request listens on the cancellation signal.
-      setMaxListeners(tuning.blobConcurrency * tuning.partConcurrency + 64, abortSignal);
+      setMaxListeners(tuning.blobConcurrency + 64, abortSignal);
       const manifest = await blobs.getManifest(input.manifestDigest).catch((err) => {
         throw blobStoreFailure(err);
       });
-      const previous = context.info.heartbeatDetails as UploadHeartbeat | undefined;
-      const resumable = new Map((previous?.multipart ?? []).map((m) => [m.sha256, m]));
-
-      // One upload per distinct body: identical files share a blob.
-      const unique = new Map<string, ManifestEntry>();
-      for (const entry of manifest.files) if (!unique.has(entry.sha256)) unique.set(entry.sha256, entry);
+      const unique = blobsOfManifest(manifest.files);
       const bytesTotal = manifest.files.reduce((sum, f) => sum + f.size, 0);
 
       const stored = await blobs.findStoredBlobs([...unique.keys()], abortSignal);
       // Largest first, so the long uploads overlap the many short ones.
-      const missing = [...unique.values()].filter((entry) => !stored.has(entry.sha256)).sort((a, b) => b.size - a.size);
+      const missing = [...unique.values()].filter((blob) => !stored.has(blob.sha256)).sort((a, b) => b.size - a.size);
 
-      const heartbeat: UploadHeartbeat = { ...startProgress('uploadBlobs', missing), multipart: [] };
-      context.heartbeat(heartbeat);
-      let uploadsResumed = 0;
-      let bytesSent = 0;
+      const progress = startProgress('uploadBlobs', missing);
+      context.heartbeat(progress);
       const limit = pLimit(tuning.blobConcurrency);
       try {
         await Promise.all(
-          missing.map((entry) =>
+          missing.map((blob) =>
             limit(async () => {
-              const absolutePath = path.join(input.sourcePath, ...entry.path.split('/'));
-              const onBytes = (n: number, sent = true) => {
-                heartbeat.bytesDone += n;
-                if (sent) bytesSent += n;
-                context.heartbeat(heartbeat);
-              };
-              if (entry.size >= tuning.multipartThresholdBytes) {
-                if (await uploadInParts(entry, absolutePath, resumable.get(entry.sha256), heartbeat, onBytes, abortSignal)) uploadsResumed++;
-              } else {
-                const body = await readWholeFile(absolutePath, entry.size);
-                const actual = createHash('sha256').update(body).digest('hex');
-                if (actual !== entry.sha256) throw new SourceChangedError(entry.path, entry.sha256, actual);
-                await blobs.putVerified(blobs.blobKey(entry.sha256), body, entry.sha256, abortSignal);
-                onBytes(entry.size);
-              }
-              heartbeat.filesDone++;
-              context.heartbeat(heartbeat);
+              await uploadBlob(blob, path.join(input.sourcePath, ...blob.entry.path.split('/')), abortSignal);
+              progress.bytesDone += blob.size;
+              progress.filesDone++;
+              context.heartbeat(progress);
             }),
           ),
         );
       } catch (err) {
-        if (err instanceof SourceChangedError) {
+        if (err instanceof SourceChangedError || err instanceof BlobSourceChangedError) {
+          const changedPath = err instanceof SourceChangedError ? err.relativePath : path.relative(input.sourcePath, err.path);
           throw nonRetryable(FailureType.SourceChangedSinceSnapshot, `${err.message}: snapshot again`, {
-            path: err.relativePath,
+            path: changedPath,
             expected: err.expectedSha256,
             actual: err.actualSha256,
           });
@@ -255,10 +179,8 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
       const result: UploadBlobsResult = {
         blobsTotal: unique.size,
         blobsUploaded: missing.length,
-        bytesUploaded: heartbeat.bytesTotal,
-        bytesSkipped: bytesTotal - heartbeat.bytesTotal,
-        uploadsResumed,
-        bytesSent,
+        bytesUploaded: progress.bytesTotal,
+        bytesSkipped: bytesTotal - progress.bytesTotal,
       };
       context.log.info('blobs uploaded', { manifestDigest: input.manifestDigest, ...result });
       return result;

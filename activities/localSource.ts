@@ -4,14 +4,16 @@
  * the resulting manifest in the blob store.
  */
 import { createHash } from 'node:crypto';
-import type { Stats } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import { lstat, open, readFile, readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Context } from '@temporalio/activity';
 import ignore, { type Ignore } from 'ignore';
 import pLimit from 'p-limit';
+import { ChunkSplitter, isChunkedSize } from '../core/chunking';
 import { FailureType } from '../core/errors';
-import { createManifest, type ManifestEntry, type ManifestRef } from '../core/manifest';
+import { HashCache, statSignature, type StatSignature } from '../core/hashCache';
+import { createManifest, type ChunkRef, type ManifestEntry, type ManifestRef } from '../core/manifest';
 import { unsafePathReason } from '../core/paths';
 import { startProgress, type SkippedSource } from '../core/sync';
 import { nonRetryable, retryable } from './failures';
@@ -77,6 +79,9 @@ interface ListedFile {
   relativePath: string;
   absolutePath: string;
   size: number;
+  /** From the listing's stat: a file whose signature the hash cache knows is not read again. */
+  signature: StatSignature;
+  mode: number;
 }
 
 interface SelectionRules {
@@ -108,9 +113,9 @@ async function listSourceFiles(root: string, skipped: SkippedSource[], selection
         skipped.push({ path: relativePath, reason: `name cannot be synced safely: ${reason}` });
         continue;
       }
-      let info: Stats;
+      let info: BigIntStats;
       try {
-        info = await lstat(absolutePath);
+        info = await lstat(absolutePath, { bigint: true });
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
           skipVanished(relativePath);
@@ -133,7 +138,9 @@ async function listSourceFiles(root: string, skipped: SkippedSource[], selection
         await walk(absolutePath, relativePath, active);
       } else if (info.isFile()) {
         const selected = !selection.exclude?.ignores(relativePath) && (selection.include?.ignores(relativePath) ?? true);
-        if (selected && !isIgnored(active, relativePath, false)) files.push({ relativePath, absolutePath, size: info.size });
+        if (selected && !isIgnored(active, relativePath, false)) {
+          files.push({ relativePath, absolutePath, size: Number(info.size), signature: statSignature(info), mode: Number(info.mode & 0o777n) });
+        }
       } else if (!isIgnored(active, relativePath, false)) {
         skipped.push({ path: relativePath, reason: 'not a regular file (device, socket or fifo)' });
       }
@@ -144,7 +151,7 @@ async function listSourceFiles(root: string, skipped: SkippedSource[], selection
     skipped.push({ path: relativePath, reason: 'vanished while the folder was being listed' });
   };
 
-  const resolveInsideRoot = async (realRootPath: string, absolutePath: string, relativePath: string): Promise<Stats | undefined> => {
+  const resolveInsideRoot = async (realRootPath: string, absolutePath: string, relativePath: string): Promise<BigIntStats | undefined> => {
     let target: string;
     try {
       target = await realpath(absolutePath);
@@ -161,7 +168,7 @@ async function listSourceFiles(root: string, skipped: SkippedSource[], selection
         target,
       });
     }
-    return stat(absolutePath);
+    return stat(absolutePath, { bigint: true });
   };
 
   await walk(root, '', [rootLevel]);
@@ -170,29 +177,64 @@ async function listSourceFiles(root: string, skipped: SkippedSource[], selection
 
 class FileChangedError extends Error {}
 
-/** Hashes a file and checks it did not change while being read (size, mtime, ctime and byte count). */
-async function hashStableFile(file: ListedFile, onBytes: (n: number) => void): Promise<{ sha256: string; size: number; mode: number }> {
+/** What a read of a file found: remembered under the file's stat signature. */
+interface FileDigest {
+  sha256: string;
+  size: number;
+  chunks?: ChunkRef[];
+}
+
+/** Reads per file are this big: large enough that splitting chunks copies little. */
+const READ_BLOCK_BYTES = 8 << 20;
+const nowNs = () => BigInt(Date.now()) * 1_000_000n;
+
+/**
+ * Hashes a file (and its chunks, when it is large enough to be chunked) and
+ * checks it did not change while being read (size, mtime, ctime and byte
+ * count). A file whose stat signature `known` remembers is not read again.
+ */
+async function hashStableFile(file: ListedFile, known: HashCache<FileDigest>, onBytes: (n: number) => void): Promise<FileDigest & { mode: number }> {
+  const cached = known.get(file.absolutePath, file.signature);
+  if (cached) {
+    onBytes(cached.size);
+    return { ...cached, mode: file.mode };
+  }
   const handle = await open(file.absolutePath, 'r');
   try {
-    const before = await handle.stat();
+    const before = await handle.stat({ bigint: true });
+    const readStartedNs = nowNs();
     const hash = createHash('sha256');
+    const splitter = isChunkedSize(Number(before.size)) ? new ChunkSplitter() : undefined;
+    const chunks: ChunkRef[] = [];
+    const addChunk = (chunk: Buffer) => chunks.push({ sha256: createHash('sha256').update(chunk).digest('hex'), size: chunk.length });
+    // One byte more than the size reveals a file that grew; small files are read in one go.
+    const buffer = Buffer.allocUnsafe(Math.min(READ_BLOCK_BYTES, Number(before.size) + 1));
     let bytes = 0;
-    for await (const chunk of handle.createReadStream({ autoClose: false, highWaterMark: 1 << 20, start: 0 })) {
-      hash.update(chunk as Buffer);
-      bytes += (chunk as Buffer).length;
-      onBytes((chunk as Buffer).length);
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, bytes);
+      if (bytesRead === 0) break;
+      const block = buffer.subarray(0, bytesRead);
+      hash.update(block);
+      splitter?.write(block, addChunk);
+      bytes += bytesRead;
+      onBytes(bytesRead);
     }
-    const after = await handle.stat();
-    if (bytes !== before.size || after.size !== before.size || after.mtimeMs !== before.mtimeMs || after.ctimeMs !== before.ctimeMs) {
+    splitter?.end(addChunk);
+    const after = await handle.stat({ bigint: true });
+    if (BigInt(bytes) !== before.size || after.size !== before.size || after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs) {
       throw new FileChangedError(file.relativePath);
     }
-    return { sha256: hash.digest('hex'), size: bytes, mode: before.mode & 0o777 };
+    const digest: FileDigest = { sha256: hash.digest('hex'), size: bytes, ...(splitter ? { chunks } : {}) };
+    known.set(file.absolutePath, statSignature(before), readStartedNs, digest);
+    return { ...digest, mode: Number(before.mode & 0o777n) };
   } finally {
     await handle.close();
   }
 }
 
 export function createLocalSourceActivities(deps: { blobs: S3BlobStore }) {
+  // Per worker process: a no-change snapshot costs a stat per file (DESIGN principle 8).
+  const known = new HashCache<FileDigest>();
   return {
     /** Walks the source folder, hashes every file and stores the manifest; returns a reference to it. */
     async snapshotSource(input: SnapshotSourceInput): Promise<SnapshotSourceResult> {
@@ -219,7 +261,7 @@ export function createLocalSourceActivities(deps: { blobs: S3BlobStore }) {
             for (let read = 1; ; read++) {
               let counted = 0;
               try {
-                const hashed = await hashStableFile(file, (n) => {
+                const hashed = await hashStableFile(file, known, (n) => {
                   counted += n;
                   progress.bytesDone += n;
                   context.heartbeat(progress);

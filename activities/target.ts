@@ -5,6 +5,7 @@
  * purpose: the agent saying "landed" is never taken as proof.
  */
 import { Context } from '@temporalio/activity';
+import type { LandFile } from '../core/agentProtocol';
 import { FailureType, knownFailureType, type FailureTypeName } from '../core/errors';
 import { fileDirectoryConflicts, type ManifestEntry } from '../core/manifest';
 import { joinRelative } from '../core/paths';
@@ -33,6 +34,10 @@ export interface LandManifestResult {
   bytesLanded: number;
   filesAlreadyPresent: number;
   bytesAlreadyPresent: number;
+  /** Bytes the target fetched from the blob store. */
+  bytesDownloaded: number;
+  /** Bytes of chunks the target copied from the previous version of a file instead of fetching them. */
+  bytesReused: number;
 }
 
 export interface VerifyLandingInput extends LandingInput {
@@ -46,8 +51,8 @@ export interface VerifyLandingResult {
   bytesVerified: number;
 }
 
-/** Files per land request: bounds request size and presigning work per round trip. */
-const LAND_BATCH_FILES = 500;
+/** Blob URLs per land request (a chunked file counts each chunk): bounds request size and presigning work per round trip. */
+const LAND_BATCH_BLOBS = 1000;
 /** Paths named in a failure's details (the message names fewer). */
 const DETAIL_PATHS = 50;
 
@@ -69,19 +74,44 @@ export function agentFailure(err: unknown): unknown {
 }
 
 /**
- * The batch's entries, each with a presigned URL for its blob. Entries with
- * the same content share one URL: a signature costs about a millisecond, and
- * trees of many identical files (empty ones above all) are common. URLs are
- * signed per batch, so none is older than one batch's landing.
+ * The batch's entries as land requests: a presigned URL for each entry's
+ * blob, or for each of its chunks. Blobs named twice share one URL: a
+ * signature costs about a millisecond, and trees of many identical files
+ * (empty ones above all) are common. URLs are signed per batch, so none is
+ * older than one batch's landing.
  */
-export async function withBlobUrls<T extends { sha256: string }>(batch: T[], presign: (sha256: string) => Promise<string>): Promise<(T & { url: string })[]> {
+export async function landFilesWithUrls(batch: ManifestEntry[], presign: (sha256: string) => Promise<string>): Promise<LandFile[]> {
   const urls = new Map<string, Promise<string>>();
   const urlOf = (sha256: string) => {
     let url = urls.get(sha256);
     if (!url) urls.set(sha256, (url = presign(sha256)));
     return url;
   };
-  return Promise.all(batch.map(async (entry) => ({ ...entry, url: await urlOf(entry.sha256) })));
+  return Promise.all(
+    batch.map(async ({ path, size, mode, sha256, chunks }): Promise<LandFile> => {
+      if (!chunks) return { path, size, mode, sha256, url: await urlOf(sha256) };
+      return { path, size, mode, sha256, chunks: await Promise.all(chunks.map(async (chunk) => ({ ...chunk, url: await urlOf(chunk.sha256) }))) };
+    }),
+  );
+}
+
+/** Entries split into land requests of at most LAND_BATCH_BLOBS URLs; a file with more chunks than that goes alone. */
+export function landBatches(entries: ManifestEntry[]): ManifestEntry[][] {
+  const batches: ManifestEntry[][] = [];
+  let current: ManifestEntry[] = [];
+  let blobs = 0;
+  for (const entry of entries) {
+    const count = entry.chunks?.length ?? 1;
+    if (current.length && blobs + count > LAND_BATCH_BLOBS) {
+      batches.push(current);
+      current = [];
+      blobs = 0;
+    }
+    current.push(entry);
+    blobs += count;
+  }
+  if (current.length) batches.push(current);
+  return batches;
 }
 
 export interface TargetDeps {
@@ -149,13 +179,25 @@ export function createTargetActivities(deps: TargetDeps) {
         const { held } = await hashOnTarget(agent, dir, files, () => context.heartbeat(progress));
         const needed = entriesNotHeld(files, held);
         const neededBytes = needed.reduce((sum, f) => sum + f.size, 0);
-        const totals = { filesLanded: 0, bytesLanded: 0, filesAlreadyPresent: files.length - needed.length, bytesAlreadyPresent: progress.bytesTotal - neededBytes };
+        const totals = {
+          filesLanded: 0,
+          bytesLanded: 0,
+          filesAlreadyPresent: files.length - needed.length,
+          bytesAlreadyPresent: progress.bytesTotal - neededBytes,
+          bytesDownloaded: 0,
+          bytesReused: 0,
+        };
         progress.filesDone = totals.filesAlreadyPresent;
         progress.bytesDone = totals.bytesAlreadyPresent;
         context.heartbeat(progress);
-        for (let start = 0; start < needed.length; start += LAND_BATCH_FILES) {
-          const batch = needed.slice(start, start + LAND_BATCH_FILES);
-          const landFiles = await withBlobUrls(batch, (sha256) => deps.blobs.presignBlobGet(sha256));
+        const batches = landBatches(needed);
+        const signBatch = (batch: ManifestEntry[]) => landFilesWithUrls(batch, (sha256) => deps.blobs.presignBlobGet(sha256));
+        // The next batch is signed while the target lands this one: signing stays off the critical path.
+        let signed = batches.length ? signBatch(batches[0]) : undefined;
+        for (const [index, batch] of batches.entries()) {
+          const landFiles = await (signed as Promise<LandFile[]>);
+          signed = index + 1 < batches.length ? signBatch(batches[index + 1]) : undefined;
+          signed?.catch(() => undefined);
           const base = { filesDone: progress.filesDone, bytesDone: progress.bytesDone };
           const result = await agent.land({ dir, files: landFiles }, (event) => {
             if (event.type !== 'progress') return;
@@ -170,6 +212,9 @@ export function createTargetActivities(deps: TargetDeps) {
           totals.bytesLanded += result.bytesLanded;
           totals.filesAlreadyPresent += result.filesAlreadyPresent;
           totals.bytesAlreadyPresent += result.bytesAlreadyPresent;
+          // Agents from before chunking download every byte they land.
+          totals.bytesDownloaded += result.bytesDownloaded ?? result.bytesLanded;
+          totals.bytesReused += result.bytesReused ?? 0;
           progress.filesDone = base.filesDone + batch.length;
           progress.bytesDone = base.bytesDone + batch.reduce((sum, f) => sum + f.size, 0);
           context.heartbeat(progress);

@@ -24,7 +24,7 @@ import { SSMClient, InvalidInstanceId } from '@aws-sdk/client-ssm';
 import { Context } from '@temporalio/activity';
 import { pack, type Pack } from 'tar-stream';
 import { FailureType, fetchFailureDetail } from '../core/errors';
-import { fileDirectoryConflicts, type ManifestEntry } from '../core/manifest';
+import { blobsOfEntry, fileDirectoryConflicts, type ManifestEntry } from '../core/manifest';
 import {
   HASH_TREE_SCRIPT,
   LAND_SCRIPT,
@@ -280,29 +280,48 @@ export function createTrainingActivities(deps: TrainingDeps) {
     }
   };
 
-  /** Appends one blob to the archive, checking its sha256 on the way. */
-  const appendBlob = async (tarball: Pack, entry: ManifestEntry, mtime: Date, onBytes: (n: number) => void, signal: AbortSignal): Promise<void> => {
-    const url = await blobs.presignBlobGet(entry.sha256);
+  /** The body of one blob (a whole file or one of its chunks), as a stream. */
+  const openBlob = async (sha256: string, entry: ManifestEntry, signal: AbortSignal): Promise<Readable> => {
+    const url = await blobs.presignBlobGet(sha256);
     let response: Response;
     try {
       response = await fetch(url, { signal });
     } catch (err) {
-      throw retryable(FailureType.BlobDownloadFailed, `cannot read blob ${entry.sha256} for ${JSON.stringify(entry.path)}: ${fetchFailureDetail(err)}`, { path: entry.path });
+      throw retryable(FailureType.BlobDownloadFailed, `cannot read blob ${sha256} for ${JSON.stringify(entry.path)}: ${fetchFailureDetail(err)}`, { path: entry.path });
     }
-    if (!response.ok || !response.body) throw retryable(FailureType.BlobDownloadFailed, `blob ${entry.sha256} for ${JSON.stringify(entry.path)} answered HTTP ${response.status}`, { path: entry.path });
+    if (!response.ok || !response.body) throw retryable(FailureType.BlobDownloadFailed, `blob ${sha256} for ${JSON.stringify(entry.path)} answered HTTP ${response.status}`, { path: entry.path });
+    return Readable.fromWeb(response.body as WebReadableStream<Uint8Array>);
+  };
+
+  /** Appends one file to the archive from its blob (or its chunks, in order), checking its sha256 on the way. */
+  const appendBlob = async (tarball: Pack, entry: ManifestEntry, mtime: Date, onBytes: (n: number) => void, signal: AbortSignal): Promise<void> => {
     const hash = createHash('sha256');
-    await new Promise<void>((resolve, reject) => {
-      const sink = tarball.entry({ name: `files/${entry.path}`, size: entry.size, mode: entry.mode, mtime, type: 'file' }, (err) => (err ? reject(err) : resolve()));
-      const body = Readable.fromWeb(response.body as WebReadableStream<Uint8Array>);
-      body.on('data', (chunk: Buffer) => {
-        hash.update(chunk);
-        onBytes(chunk.length);
-        if (!sink.write(chunk)) body.pause();
-      });
-      sink.on('drain', () => body.resume());
-      body.once('end', () => sink.end(undefined));
-      body.once('error', reject);
+    let sinkError: Error | undefined;
+    let sink!: ReturnType<Pack['entry']>;
+    const written = new Promise<void>((resolve, reject) => {
+      sink = tarball.entry({ name: `files/${entry.path}`, size: entry.size, mode: entry.mode, mtime, type: 'file' }, (err) => (err ? reject((sinkError = err)) : resolve()));
     });
+    written.catch(() => undefined);
+    for (const blob of blobsOfEntry(entry)) {
+      const body = await openBlob(blob.sha256, entry, signal);
+      await new Promise<void>((resolve, reject) => {
+        body.on('data', (chunk: Buffer) => {
+          hash.update(chunk);
+          onBytes(chunk.length);
+          if (!sink.write(chunk)) body.pause();
+        });
+        const resume = () => body.resume();
+        sink.on('drain', resume);
+        body.once('end', () => {
+          sink.off('drain', resume);
+          resolve();
+        });
+        body.once('error', reject);
+      });
+      if (sinkError) throw sinkError;
+    }
+    sink.end(undefined);
+    await written;
     const actual = hash.digest('hex');
     if (actual !== entry.sha256) throw nonRetryable(FailureType.ChecksumMismatch, `blob for ${JSON.stringify(entry.path)} hashes to ${actual}, expected ${entry.sha256}`, { path: entry.path });
   };

@@ -24,12 +24,24 @@ export interface AgentHealth {
   root: string;
 }
 
-/** One file to land: where, what, and a short-lived URL to fetch its body from. */
-export interface LandFile {
+/**
+ * One file to land: where, what, and short-lived URLs to fetch its body from:
+ * `url` for a body stored as one blob, or `chunks` (in order) for a large
+ * file stored as content-defined chunks (core/chunking). Chunks the file
+ * already at `path` holds are copied from it instead of downloaded.
+ */
+export type LandFile = LandFileBase & ({ url: string; chunks?: undefined } | { url?: undefined; chunks: LandChunk[] });
+
+interface LandFileBase {
   path: string;
   size: number;
   mode: number;
   sha256: string;
+}
+
+export interface LandChunk {
+  sha256: string;
+  size: number;
   url: string;
 }
 
@@ -60,6 +72,10 @@ export interface LandResult {
   bytesLanded: number;
   filesAlreadyPresent: number;
   bytesAlreadyPresent: number;
+  /** Bytes fetched from the blob store; less than bytesLanded when chunks were copied from files already there. Absent from agents before chunking. */
+  bytesDownloaded?: number;
+  /** Bytes of chunks copied from the previous version of a file instead of downloaded. Absent from agents before chunking. */
+  bytesReused?: number;
 }
 
 /** `POST /v1/files` — list (and hash, on the target) files under `<root>/<dir>`. */

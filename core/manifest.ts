@@ -13,6 +13,17 @@ export interface ManifestEntry {
   mode: number;
   /** Lower-case hex sha256 of the file body. */
   sha256: string;
+  /**
+   * Large files (core/chunking): the body as content-defined chunks, in
+   * order, each stored as its own blob. Absent: the body is one blob.
+   */
+  chunks?: ChunkRef[];
+}
+
+/** One chunk of a file's body: a blob of its own. */
+export interface ChunkRef {
+  sha256: string;
+  size: number;
 }
 
 export interface Manifest {
@@ -61,7 +72,7 @@ export function createManifest(files: ManifestEntry[]): Manifest {
 export function canonicalManifestJson(manifest: Manifest): string {
   const files = [...manifest.files]
     .sort((a, b) => comparePaths(a.path, b.path))
-    .map((f) => ({ path: f.path, size: f.size, mode: f.mode, sha256: f.sha256 }));
+    .map((f) => ({ path: f.path, size: f.size, mode: f.mode, sha256: f.sha256, ...(f.chunks ? { chunks: f.chunks.map((c) => ({ sha256: c.sha256, size: c.size })) } : {}) }));
   return JSON.stringify({ version: 1, files });
 }
 
@@ -92,8 +103,31 @@ export function entriesProblems(files: unknown[]): string[] {
     if (!Number.isSafeInteger(entry.size) || (entry.size as number) < 0) problems.push(`files[${index}].size is not a non-negative integer`);
     if (!Number.isInteger(entry.mode) || (entry.mode as number) < 0 || (entry.mode as number) > 0o7777) problems.push(`files[${index}].mode is not a permission mode`);
     if (!isSha256Hex(entry.sha256)) problems.push(`files[${index}].sha256 is not a lower-case hex sha256`);
+    if (entry.chunks !== undefined) {
+      const chunkProblem = chunksProblem(entry.chunks, entry.size);
+      if (chunkProblem) problems.push(`files[${index}].chunks ${chunkProblem}`);
+    }
   }
   return problems;
+}
+
+/** Most chunks one file may have: a 4 TiB file at the average chunk size. */
+const MAX_CHUNKS_PER_FILE = 4 << 20;
+
+function chunksProblem(chunks: unknown, size: unknown): string | undefined {
+  if (!Array.isArray(chunks) || chunks.length === 0 || chunks.length > MAX_CHUNKS_PER_FILE) return `must be a non-empty array of at most ${MAX_CHUNKS_PER_FILE} chunks`;
+  let total = 0;
+  for (const chunk of chunks as Partial<ChunkRef>[]) {
+    if (typeof chunk !== 'object' || chunk === null || !isSha256Hex(chunk.sha256) || !Number.isSafeInteger(chunk.size) || (chunk.size as number) <= 0)
+      return 'must each have a lower-case hex sha256 and a positive integer size';
+    total += chunk.size as number;
+  }
+  return total === size ? undefined : `add up to ${total} bytes, not the file's ${String(size)}`;
+}
+
+/** The blobs a file's body is stored as: its chunks, or the whole body. */
+export function blobsOfEntry(entry: Pick<ManifestEntry, 'sha256' | 'size' | 'chunks'>): ChunkRef[] {
+  return entry.chunks ?? [{ sha256: entry.sha256, size: entry.size }];
 }
 
 /** Files whose paths are prefixes of other files' directories (`a` and `a/b`) cannot both land. */

@@ -39,6 +39,9 @@ export interface SyncResult {
   bytesSkipped: number;
   filesLanded: number;
   bytesLanded: number;
+  /** Bytes the target fetched from the blob store: chunks of a changed file it already held are copied, not fetched. */
+  bytesDownloaded: number;
+  bytesReused: number;
   filesVerified: number;
   verified: true;
   /** The target's boot id at landing and at verification (equal, or verification fails). */

@@ -16,7 +16,7 @@ import { joinRelative, unsafePathReason } from '../core/paths';
 import { ConfinedDirectories, parentOf } from './confine';
 import { ExecRunner, isExecutionId, openExecLog, validateExecRequest } from './exec';
 import { AgentFailure, toAgentFailure } from './failure';
-import { openRegularFile } from './fileHash';
+import { FileHasher, openRegularFile } from './fileHash';
 import { BearerToken, NdjsonStream, readJsonBody, sendFailure, sendJson } from './http';
 import { checkLandDirectories, isLandTempName, landFiles, validateLandRequest } from './land';
 import { listFiles, validateListFilesRequest } from './listFiles';
@@ -54,6 +54,8 @@ interface AgentState {
   token: BearerToken;
   allowlist: UrlAllowlist;
   exec: ExecRunner;
+  /** Remembers hashes under stat signatures for this boot: re-checks of unchanged files cost a stat. */
+  hasher: FileHasher;
   shutdown: AbortSignal;
   log: AgentLogger;
 }
@@ -78,6 +80,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     token: new BearerToken(options.token),
     allowlist,
     exec: new ExecRunner(root, bootId, log),
+    hasher: new FileHasher(),
     shutdown: shutdown.signal,
     log,
   };
@@ -217,7 +220,7 @@ async function handleLand(req: IncomingMessage, res: ServerResponse, state: Agen
   await checkLandDirectories(request, directories);
   const signal = requestSignal(res, state.shutdown);
   const stream = new NdjsonStream(res);
-  await landFiles(request, { bootId: state.bootId, directories, log: state.log }, stream, signal);
+  await landFiles(request, { bootId: state.bootId, directories, hasher: state.hasher, log: state.log }, stream, signal);
   stream.end();
 }
 
@@ -227,7 +230,7 @@ async function handleListFiles(req: IncomingMessage, res: ServerResponse, state:
   await directories.inspect(request.dir);
   const signal = requestSignal(res, state.shutdown);
   const stream = new NdjsonStream(res);
-  await listFiles(request, { bootId: state.bootId, directories, log: state.log }, stream, signal);
+  await listFiles(request, { bootId: state.bootId, directories, hasher: state.hasher, log: state.log }, stream, signal);
   stream.end();
 }
 

@@ -1,11 +1,15 @@
 /**
  * Hashing a file that already sits on the target, for the "already present"
- * check of land and for the listing that verification trusts. Always read
- * now, never cached: the point is to see what the disk holds.
+ * check of land and for the listing that verification trusts. What is
+ * hashed is read from the disk, except that a file whose stat signature has
+ * not changed since this agent last read it is known by that read
+ * (core/hashCache, DESIGN principle 8): a restarted agent, a rewritten file
+ * or one written just before it was read is read again.
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { HashCache, statSignature } from '../core/hashCache';
 import { errorCode } from './failure';
 
 export interface HashedFile {
@@ -15,7 +19,7 @@ export interface HashedFile {
   sha256: string;
 }
 
-const READ_CHUNK_BYTES = 256 * 1024;
+const READ_CHUNK_BYTES = 1 << 20;
 // O_NOFOLLOW: a symlink at the last component is refused instead of followed.
 // O_NONBLOCK: a fifo planted where a file was expected cannot block the open.
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
@@ -44,8 +48,7 @@ export async function openRegularFile(absolute: string): Promise<FileHandle | un
   return isFile ? handle : undefined;
 }
 
-export async function hashOpenFile(handle: FileHandle, signal?: AbortSignal): Promise<HashedFile> {
-  const stats = await handle.stat();
+async function readSha256(handle: FileHandle, signal?: AbortSignal): Promise<{ size: number; sha256: string }> {
   const hash = createHash('sha256');
   const buffer = Buffer.allocUnsafe(READ_CHUNK_BYTES);
   let size = 0;
@@ -56,18 +59,37 @@ export async function hashOpenFile(handle: FileHandle, signal?: AbortSignal): Pr
     hash.update(buffer.subarray(0, bytesRead));
     size += bytesRead;
   }
-  // Size is what was hashed, not what stat said, so the two always describe the same bytes.
-  return { size, mode: stats.mode & 0o7777, sha256: hash.digest('hex') };
+  return { size, sha256: hash.digest('hex') };
 }
 
-/** Size, mode and sha256 of the regular file at `absolute`, or undefined when there is none. */
-export async function hashRegularFile(absolute: string, signal?: AbortSignal): Promise<HashedFile | undefined> {
-  const handle = await openRegularFile(absolute);
-  if (!handle) return undefined;
-  try {
-    return await hashOpenFile(handle, signal);
-  } finally {
-    await handle.close();
+const nowNs = () => BigInt(Date.now()) * 1_000_000n;
+
+/** Hashes files on the target, remembering each under its stat signature for this agent's lifetime. */
+export class FileHasher {
+  private readonly known = new HashCache<{ size: number; sha256: string }>();
+
+  async hashOpenFile(handle: FileHandle, absolute: string, signal?: AbortSignal): Promise<HashedFile> {
+    const stats = await handle.stat({ bigint: true });
+    const mode = Number(stats.mode & 0o7777n);
+    const signature = statSignature(stats);
+    const known = this.known.get(absolute, signature);
+    if (known) return { ...known, mode };
+    const readStartedNs = nowNs();
+    // Size is what was hashed, not what stat said, so the two always describe the same bytes.
+    const read = await readSha256(handle, signal);
+    if (BigInt(read.size) === stats.size) this.known.set(absolute, signature, readStartedNs, read);
+    return { ...read, mode };
+  }
+
+  /** Size, mode and sha256 of the regular file at `absolute`, or undefined when there is none. */
+  async hashRegularFile(absolute: string, signal?: AbortSignal): Promise<HashedFile | undefined> {
+    const handle = await openRegularFile(absolute);
+    if (!handle) return undefined;
+    try {
+      return await this.hashOpenFile(handle, absolute, signal);
+    } finally {
+      await handle.close();
+    }
   }
 }
 

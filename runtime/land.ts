@@ -14,18 +14,21 @@ import { createHash, randomBytes } from 'node:crypto';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
-import type { LandFile, LandProgressEvent, LandRequest, LandResult } from '../core/agentProtocol';
+import type { LandChunk, LandFile, LandProgressEvent, LandRequest, LandResult } from '../core/agentProtocol';
+import { ChunkSplitter } from '../core/chunking';
 import { FailureType, fetchFailureDetail } from '../core/errors';
 import { entriesProblems, fileDirectoryConflicts } from '../core/manifest';
 import { joinRelative, quotePath, unsafePathReason } from '../core/paths';
 import { ConfinedDirectories, lstatOrUndefined, parentOf, requestDirProblem } from './confine';
 import { AgentFailure, invalid, toAgentFailure } from './failure';
-import { EMPTY_SHA256, hashOpenFile, openRegularFile } from './fileHash';
+import { EMPTY_SHA256, openRegularFile, type FileHasher } from './fileHash';
 import { NdjsonStream, ProgressTicker } from './http';
 import type { AgentLogger } from './log';
 import type { UrlAllowlist } from './urlAllowlist';
 
 const DOWNLOAD_CONCURRENCY = 8;
+/** Chunks of one file fetched ahead of the one being written: bounds memory to files × this × the chunk size. */
+const CHUNKS_AHEAD = 3;
 /** A blob server that sends nothing for this long is treated as dead. */
 const BLOB_IDLE_TIMEOUT_MS = 60_000;
 const TEMP_PREFIX = '.ferry-tmp-';
@@ -51,8 +54,18 @@ export function validateLandRequest(body: unknown, allowlist: UrlAllowlist): Lan
   const entries = files as LandFile[];
   const conflicts = fileDirectoryConflicts(entries);
   if (conflicts.length) throw invalid(`paths are both a file and a folder: ${conflicts.slice(0, 5).map((p) => JSON.stringify(p)).join(', ')}`);
-  for (const file of entries) allowlist.check(file.url, file.path);
-  return { dir: dir as string, files: entries.map(({ path, size, mode, sha256, url }) => ({ path, size, mode, sha256, url })) };
+  for (const file of entries) {
+    if ((file.url === undefined) === (file.chunks === undefined)) throw invalid(`file ${quotePath(file.path)} needs either url or chunks`);
+    if (file.chunks) for (const chunk of file.chunks) allowlist.check(chunk.url, file.path);
+    else allowlist.check(file.url, file.path);
+  }
+  return { dir: dir as string, files: entries.map(landFileFields) };
+}
+
+function landFileFields(file: LandFile): LandFile {
+  const { path, size, mode, sha256 } = file;
+  if (file.chunks) return { path, size, mode, sha256, chunks: file.chunks.map(({ sha256: chunkSha256, size: chunkSize, url }) => ({ sha256: chunkSha256, size: chunkSize, url })) };
+  return { path, size, mode, sha256, url: file.url };
 }
 
 /** Read-only: refuses the request when an existing directory on the way to a file is a symlink or not a directory. */
@@ -65,6 +78,7 @@ export async function checkLandDirectories(request: LandRequest, directories: Co
 export interface LandContext {
   bootId: string;
   directories: ConfinedDirectories;
+  hasher: FileHasher;
   log: AgentLogger;
 }
 
@@ -73,7 +87,7 @@ interface LandProgress {
   bytesDone: number;
 }
 
-type FileOutcome = 'landed' | 'alreadyPresent';
+type FileOutcome = { kind: 'landed'; bytesDownloaded: number; bytesReused: number } | { kind: 'alreadyPresent' };
 
 /**
  * Lands every file, writing progress lines and exactly one final `result`
@@ -83,7 +97,16 @@ type FileOutcome = 'landed' | 'alreadyPresent';
 export async function landFiles(request: LandRequest, context: LandContext, stream: NdjsonStream, signal: AbortSignal): Promise<void> {
   const totals = { filesTotal: request.files.length, bytesTotal: request.files.reduce((sum, f) => sum + f.size, 0) };
   const progress: LandProgress = { filesDone: 0, bytesDone: 0 };
-  const result: LandResult = { type: 'result', bootId: context.bootId, filesLanded: 0, bytesLanded: 0, filesAlreadyPresent: 0, bytesAlreadyPresent: 0 };
+  const result: Required<LandResult> = {
+    type: 'result',
+    bootId: context.bootId,
+    filesLanded: 0,
+    bytesLanded: 0,
+    filesAlreadyPresent: 0,
+    bytesAlreadyPresent: 0,
+    bytesDownloaded: 0,
+    bytesReused: 0,
+  };
   const ticker = new ProgressTicker(stream, (): LandProgressEvent => ({ type: 'progress', ...progress, ...totals }));
   // Aborted by the first failure, so files still queued are skipped and running downloads stop.
   const stop = new AbortController();
@@ -98,9 +121,11 @@ export async function landFiles(request: LandRequest, context: LandContext, stre
         if (stopSignal.aborted) return;
         try {
           const outcome = await landFile(request.dir, file, context, progress, stopSignal);
-          if (outcome === 'landed') {
+          if (outcome.kind === 'landed') {
             result.filesLanded++;
             result.bytesLanded += file.size;
+            result.bytesDownloaded += outcome.bytesDownloaded;
+            result.bytesReused += outcome.bytesReused;
           } else {
             result.filesAlreadyPresent++;
             result.bytesAlreadyPresent += file.size;
@@ -116,7 +141,15 @@ export async function landFiles(request: LandRequest, context: LandContext, stre
   );
 
   const failure = firstFailure ?? (signal.aborted ? new AgentFailure(FailureType.TargetUnavailable, 'landing was cancelled: the agent is shutting down or the client went away') : undefined);
-  const fields = { dir: request.dir, ...totals, filesLanded: result.filesLanded, filesAlreadyPresent: result.filesAlreadyPresent, ms: Date.now() - started };
+  const fields = {
+    dir: request.dir,
+    ...totals,
+    filesLanded: result.filesLanded,
+    filesAlreadyPresent: result.filesAlreadyPresent,
+    bytesDownloaded: result.bytesDownloaded,
+    bytesReused: result.bytesReused,
+    ms: Date.now() - started,
+  };
   if (failure) {
     ticker.stop();
     context.log.log('warn', 'land failed', { ...fields, errorType: failure.type, error: failure.message, path: failure.path });
@@ -132,18 +165,26 @@ async function landFile(dir: string, file: LandFile, context: LandContext, progr
   const relative = joinRelative(dir, file.path);
   const parent = await context.directories.ensure(parentOf(relative));
   const finalPath = context.directories.absolute(relative);
-  if (await isAlreadyPresent(finalPath, relative, file, signal)) {
+  if (await isAlreadyPresent(finalPath, relative, file, context.hasher, signal)) {
     progress.bytesDone += file.size;
-    return 'alreadyPresent';
+    return { kind: 'alreadyPresent' };
   }
 
   const tempPath = join(parent, TEMP_PREFIX + randomBytes(8).toString('hex'));
   let renamed = false;
   try {
+    let outcome: FileOutcome = { kind: 'landed', bytesDownloaded: 0, bytesReused: 0 };
     // 'wx' creates exclusively: never opens (or follows) anything already at that name.
     const handle = await open(tempPath, 'wx', 0o600);
     try {
-      if (file.size > 0 || file.sha256 !== EMPTY_SHA256) await downloadInto(handle, file, progress, signal);
+      if (file.chunks) outcome = await assembleChunks(handle, file, file.chunks, finalPath, progress, signal);
+      else if (file.size > 0 || file.sha256 !== EMPTY_SHA256) {
+        await fetchVerified(file.url, file, blobLabel(file), file.path, signal, async (bytes) => {
+          await writeAll(handle, bytes);
+          progress.bytesDone += bytes.length;
+        });
+        outcome = { kind: 'landed', bytesDownloaded: file.size, bytesReused: 0 };
+      }
       // chmod rather than a create mode, so the umask cannot strip bits the manifest asks for.
       await handle.chmod(file.mode);
     } finally {
@@ -151,21 +192,21 @@ async function landFile(dir: string, file: LandFile, context: LandContext, progr
     }
     await rename(tempPath, finalPath);
     renamed = true;
-    return 'landed';
+    return outcome;
   } finally {
     if (!renamed) await rm(tempPath, { force: true }).catch((err) => context.log.log('warn', 'could not remove temp file', { path: tempPath, error: String(err) }));
   }
 }
 
 /** Whether the final path already holds the file (fixing its mode if only that differs). */
-async function isAlreadyPresent(finalPath: string, relative: string, file: LandFile, signal: AbortSignal): Promise<boolean> {
+async function isAlreadyPresent(finalPath: string, relative: string, file: LandFile, hasher: FileHasher, signal: AbortSignal): Promise<boolean> {
   const stats = await lstatOrUndefined(finalPath);
   if (stats?.isDirectory()) throw new AgentFailure(FailureType.UnsafePath, `${JSON.stringify(relative)} exists and is a directory`, { path: file.path });
   if (!stats?.isFile() || stats.size !== file.size) return false;
   const handle = await openRegularFile(finalPath);
   if (!handle) return false;
   try {
-    const existing = await hashOpenFile(handle, signal);
+    const existing = await hasher.hashOpenFile(handle, finalPath, signal);
     if (existing.size !== file.size || existing.sha256 !== file.sha256) return false;
     if (existing.mode !== file.mode) await handle.chmod(file.mode);
     return true;
@@ -174,10 +215,107 @@ async function isAlreadyPresent(finalPath: string, relative: string, file: LandF
   }
 }
 
-/** Streams the blob into `handle`, checking size and sha256 as the bytes pass. */
-async function downloadInto(handle: FileHandle, file: LandFile, progress: LandProgress, signal: AbortSignal): Promise<void> {
-  const origin = new URL(file.url).origin;
-  const fail = (message: string) => new AgentFailure(FailureType.BlobDownloadFailed, `blob for ${JSON.stringify(file.path)} from ${origin}: ${message}`, { path: file.path, url: origin });
+const blobLabel = (file: LandFile) => `blob for ${JSON.stringify(file.path)}`;
+const chunkLabel = (file: LandFile, index: number) => `chunk ${index + 1} of ${file.chunks?.length} of ${JSON.stringify(file.path)}`;
+const sha256Of = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+
+/** Where each wanted chunk sits in the file already at `path`: that file is split the same way the worker split the new one. */
+async function chunksAlreadyHeld(existing: FileHandle, wanted: Set<string>, signal: AbortSignal): Promise<Map<string, { offset: number; size: number }>> {
+  const held = new Map<string, { offset: number; size: number }>();
+  const splitter = new ChunkSplitter();
+  const buffer = Buffer.allocUnsafe(8 << 20);
+  let offset = 0;
+  const note = (chunk: Buffer) => {
+    const sha256 = sha256Of(chunk);
+    if (wanted.has(sha256) && !held.has(sha256)) held.set(sha256, { offset, size: chunk.length });
+    offset += chunk.length;
+  };
+  for (let position = 0; ; ) {
+    signal.throwIfAborted();
+    const { bytesRead } = await existing.read(buffer, 0, buffer.length, position);
+    if (bytesRead === 0) break;
+    position += bytesRead;
+    splitter.write(buffer.subarray(0, bytesRead), note);
+  }
+  splitter.end(note);
+  return held;
+}
+
+/**
+ * Writes a chunked file in order: chunks the file already at `finalPath`
+ * holds are copied from it (and re-hashed), the others are downloaded, a few
+ * ahead of the one being written. The whole body is hashed on the way.
+ */
+async function assembleChunks(
+  handle: FileHandle,
+  file: LandFile,
+  chunks: LandChunk[],
+  finalPath: string,
+  progress: LandProgress,
+  signal: AbortSignal,
+): Promise<FileOutcome> {
+  const existing = await openRegularFile(finalPath);
+  try {
+    const held = existing ? await chunksAlreadyHeld(existing, new Set(chunks.map((c) => c.sha256)), signal) : new Map<string, { offset: number; size: number }>();
+    const outcome = { kind: 'landed' as const, bytesDownloaded: 0, bytesReused: 0 };
+    const chunkBytes = async (index: number): Promise<Buffer> => {
+      const chunk = chunks[index];
+      const copy = held.get(chunk.sha256);
+      if (existing && copy && copy.size === chunk.size) {
+        const bytes = Buffer.allocUnsafe(chunk.size);
+        const { bytesRead } = await existing.read(bytes, 0, chunk.size, copy.offset);
+        // Changed since it was split: fetch the chunk instead.
+        if (bytesRead === chunk.size && sha256Of(bytes) === chunk.sha256) {
+          outcome.bytesReused += chunk.size;
+          return bytes;
+        }
+      }
+      const parts: Uint8Array[] = [];
+      await fetchVerified(chunk.url, chunk, chunkLabel(file, index), file.path, signal, async (bytes) => {
+        parts.push(bytes);
+      });
+      outcome.bytesDownloaded += chunk.size;
+      return Buffer.concat(parts);
+    };
+
+    const whole = createHash('sha256');
+    const ahead: Promise<Buffer>[] = [];
+    let next = 0;
+    const fetchNext = () => {
+      const bytes = chunkBytes(next++);
+      // Seen when its turn comes; this only keeps a failure after an earlier one from going unhandled.
+      bytes.catch(() => undefined);
+      ahead.push(bytes);
+    };
+    while (next < chunks.length && ahead.length < CHUNKS_AHEAD) fetchNext();
+    let size = 0;
+    while (ahead.length) {
+      const bytes = await (ahead.shift() as Promise<Buffer>);
+      if (next < chunks.length) fetchNext();
+      whole.update(bytes);
+      await writeAll(handle, bytes);
+      size += bytes.length;
+      progress.bytesDone += bytes.length;
+    }
+    const sha256 = whole.digest('hex');
+    if (size !== file.size || sha256 !== file.sha256) throw mismatch(blobLabel(file), file.path, file, `${size} bytes with sha256 ${sha256}`);
+    return outcome;
+  } finally {
+    await existing?.close();
+  }
+}
+
+/** Streams the blob at `url` to `write`, checking size and sha256 as the bytes pass. */
+async function fetchVerified(
+  url: string,
+  expected: { size: number; sha256: string },
+  label: string,
+  path: string,
+  signal: AbortSignal,
+  write: (bytes: Uint8Array) => Promise<void>,
+): Promise<void> {
+  const origin = new URL(url).origin;
+  const fail = (message: string) => new AgentFailure(FailureType.BlobDownloadFailed, `${label} from ${origin}: ${message}`, { path, url: origin });
   const idle = new AbortController();
   const idleTimer = setTimeout(() => idle.abort(), BLOB_IDLE_TIMEOUT_MS);
   const downloadSignal = AbortSignal.any([signal, idle.signal]);
@@ -188,7 +326,7 @@ async function downloadInto(handle: FileHandle, file: LandFile, progress: LandPr
   const cancelRead = () => void reader?.cancel(downloadSignal.reason).catch(() => undefined);
   downloadSignal.addEventListener('abort', cancelRead, { once: true });
   try {
-    const response = await fetch(file.url, { redirect: 'error', signal: downloadSignal });
+    const response = await fetch(url, { redirect: 'error', signal: downloadSignal });
     if (!response.ok || !response.body) {
       await response.body?.cancel().catch(() => undefined);
       throw fail(`HTTP status ${response.status}`);
@@ -201,21 +339,20 @@ async function downloadInto(handle: FileHandle, file: LandFile, progress: LandPr
       idleTimer.refresh();
       size += chunk.value.length;
       // Stop early instead of filling the disk with a blob that can no longer match.
-      if (size > file.size) throw mismatch(file, `more than ${file.size} bytes`);
+      if (size > expected.size) throw mismatch(label, path, expected, `more than ${expected.size} bytes`);
       hash.update(chunk.value);
-      await writeAll(handle, chunk.value);
-      progress.bytesDone += chunk.value.length;
+      await write(chunk.value);
     }
     // A read ended by cancelling is not the end of the blob.
     downloadSignal.throwIfAborted();
     const sha256 = hash.digest('hex');
-    if (size !== file.size || sha256 !== file.sha256) throw mismatch(file, `${size} bytes with sha256 ${sha256}`);
+    if (size !== expected.size || sha256 !== expected.sha256) throw mismatch(label, path, expected, `${size} bytes with sha256 ${sha256}`);
   } catch (err) {
     if (err instanceof AgentFailure) throw err;
     if (idle.signal.aborted) throw fail(`no bytes received for ${BLOB_IDLE_TIMEOUT_MS / 1000} s`);
     if (signal.aborted) throw err;
     // Errors with a syscall (ENOSPC among them) come from writing the temp file; fetch reports network trouble as TypeError with a cause.
-    if (typeof (err as { syscall?: unknown }).syscall === 'string') throw toAgentFailure(err, file.path);
+    if (typeof (err as { syscall?: unknown }).syscall === 'string') throw toAgentFailure(err, path);
     throw fail(fetchFailureDetail(err));
   } finally {
     clearTimeout(idleTimer);
@@ -229,8 +366,6 @@ async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
   for (let offset = 0; offset < chunk.length; ) offset += (await handle.write(chunk, offset)).bytesWritten;
 }
 
-function mismatch(file: LandFile, actual: string): AgentFailure {
-  return new AgentFailure(FailureType.ChecksumMismatch, `blob for ${JSON.stringify(file.path)} does not match: expected ${file.size} bytes with sha256 ${file.sha256}, got ${actual}`, {
-    path: file.path,
-  });
+function mismatch(label: string, path: string, expected: { size: number; sha256: string }, actual: string): AgentFailure {
+  return new AgentFailure(FailureType.ChecksumMismatch, `${label} does not match: expected ${expected.size} bytes with sha256 ${expected.sha256}, got ${actual}`, { path });
 }

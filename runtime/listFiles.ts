@@ -1,7 +1,8 @@
 /**
  * `POST /v1/files`: what `<root>/<dir>` holds right now, hashed on the
- * target. Verification trusts this listing, so every file is read and
- * hashed at request time, and symlinks are skipped rather than followed.
+ * target. Verification trusts this listing, so every file is hashed from
+ * the disk (or known by an earlier read under the same stat signature, see
+ * runtime/fileHash), and symlinks are skipped rather than followed.
  */
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -10,7 +11,7 @@ import { FailureType } from '../core/errors';
 import { joinRelative, quotePath, unsafePathReason } from '../core/paths';
 import { ConfinedDirectories, parentOf, requestDirProblem } from './confine';
 import { AgentFailure, errorCode, toAgentFailure } from './failure';
-import { hashRegularFile, statRegularFile, type HashedFile } from './fileHash';
+import { statRegularFile, type FileHasher, type HashedFile } from './fileHash';
 import { NdjsonStream, ProgressTicker } from './http';
 import { isLandTempName } from './land';
 import type { AgentLogger } from './log';
@@ -37,6 +38,7 @@ export function validateListFilesRequest(body: unknown): ListFilesRequest {
 export interface ListFilesContext {
   bootId: string;
   directories: ConfinedDirectories;
+  hasher: FileHasher;
   log: AgentLogger;
 }
 
@@ -100,7 +102,7 @@ export async function listFiles(request: ListFilesRequest, context: ListFilesCon
   const started = Date.now();
   try {
     const paths = await selectFilesToList(request, context.directories, signal);
-    const inspect = request.hash === false ? statRegularFile : hashRegularFile;
+    const inspect = request.hash === false ? statRegularFile : (absolute: string, abort: AbortSignal) => context.hasher.hashRegularFile(absolute, abort);
     await forEachInOrder(
       paths,
       (path) => inspect(context.directories.absolute(joinRelative(request.dir, path)), signal),

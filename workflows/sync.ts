@@ -82,6 +82,9 @@ export async function syncWorkflow(rawInput: SyncInput): Promise<SyncResult> {
         bytesSkipped: upload.bytesSkipped,
         filesLanded: landed.filesLanded,
         bytesLanded: landed.bytesLanded,
+        // Absent from landManifest results recorded before chunking.
+        bytesDownloaded: landed.bytesDownloaded ?? landed.bytesLanded,
+        bytesReused: landed.bytesReused ?? 0,
         filesVerified: verified.filesVerified,
         verified: true,
         bootId: verified.bootId,

@@ -8,10 +8,10 @@ import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { GetObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { createBlobActivities, type UploadHeartbeat } from '../../activities/blobs';
+import { createBlobActivities } from '../../activities/blobs';
 import { createLocalSourceActivities } from '../../activities/localSource';
 import { S3BlobStore, createS3Clients } from '../../activities/s3BlobStore';
 import { seededBytes, sha256, writeTree } from '../support/fixtures';
@@ -89,44 +89,36 @@ describe('uploadBlobs', () => {
     });
   });
 
-  it('resumes a multipart upload from heartbeat details, sending only the missing parts', async () => {
+  it('stores a large file as content-defined chunks, and a retried upload sends only the chunks an earlier attempt did not store', async () => {
     const source = path.join(work, 'resume');
     const body = seededBytes(26 * MiB, 11);
     await writeTree(source, { 'weights.bin': body });
-    const tuning = { multipartThresholdBytes: 8 * MiB, partSizeBytes: 5 * MiB };
     const { snapshotSource } = createLocalSourceActivities({ blobs: stack.blobs });
     const snapshot = await runActivity(snapshotSource, { path: source });
-    const digest = sha256(body);
+    const [entry] = (await stack.blobs.getManifest(snapshot.manifestDigest)).files;
+    const chunks = entry.chunks ?? [];
+    assert.equal(entry.sha256, sha256(body));
+    assert.ok(chunks.length >= 8, `${chunks.length} chunks`);
+    assert.equal(chunks.reduce((sum, c) => sum + c.size, 0), body.length);
 
-    // An earlier attempt that stored two of six parts before its worker died.
-    const earlier = await stack.blobs.createMultipart(digest);
-    await stack.blobs.uploadPart(earlier, 1, body.subarray(0, 5 * MiB));
-    await stack.blobs.uploadPart(earlier, 2, body.subarray(5 * MiB, 10 * MiB));
-    const heartbeatDetails: UploadHeartbeat = { step: 'uploadBlobs', filesDone: 0, filesTotal: 1, bytesDone: 10 * MiB, bytesTotal: body.length, multipart: [earlier] };
+    // An earlier attempt that stored the first three chunks before its worker died.
+    let offset = 0;
+    const chunkBytes = chunks.map((chunk) => body.subarray(offset, (offset += chunk.size)));
+    for (let i = 0; i < 3; i++) await stack.blobs.putVerified(stack.blobs.blobKey(chunks[i].sha256), chunkBytes[i], chunks[i].sha256);
+    const alreadyStored = chunks.slice(0, 3).reduce((sum, c) => sum + c.size, 0);
 
-    const sentParts: number[] = [];
-    const counting = createBlobActivities({ blobs: stack.blobs, tuning });
+    const { uploadBlobs } = createBlobActivities({ blobs: stack.blobs });
+    const result = await runActivity(uploadBlobs, { manifestDigest: snapshot.manifestDigest, sourcePath: source });
+    assert.equal(result.blobsTotal, new Set(chunks.map((c) => c.sha256)).size);
+    assert.equal(result.bytesUploaded, body.length - alreadyStored);
+    assert.equal(result.bytesSkipped, alreadyStored);
+
     const { client } = createS3Clients({ endpoint: stack.config.s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: stack.config.s3.credentials });
-    stack.blobs.uploadPart = ((original) =>
-      async function (this: typeof stack.blobs, ...args: Parameters<typeof original>) {
-        sentParts.push(args[1]);
-        return original.apply(this, args);
-      })(stack.blobs.uploadPart);
-    try {
-      const result = await runActivity(counting.uploadBlobs, {
-        manifestDigest: snapshot.manifestDigest,
-        sourcePath: source,
-      }, { heartbeatDetails });
-      assert.equal(result.uploadsResumed, 1);
-      assert.deepEqual(sentParts.sort((a, b) => a - b), [3, 4, 5, 6]);
-    } finally {
-      delete (stack.blobs as { uploadPart?: unknown }).uploadPart;
+    for (const [i, chunk] of chunks.entries()) {
+      const stored = await client.send(new GetObjectCommand({ Bucket: 'ferry', Key: stack.blobs.blobKey(chunk.sha256) }));
+      assert.equal(sha256(Buffer.from(await stored.Body!.transformToByteArray())), sha256(chunkBytes[i]), `chunk ${i + 1}`);
     }
-
-    const stored = await client.send(new GetObjectCommand({ Bucket: 'ferry', Key: stack.blobs.blobKey(digest) }));
-    assert.equal(sha256(Buffer.from(await stored.Body!.transformToByteArray())), digest);
-    const open = await client.send(new ListMultipartUploadsCommand({ Bucket: 'ferry', Prefix: stack.blobs.blobKey(digest) }));
-    assert.equal(open.Uploads?.length ?? 0, 0, 'no multipart upload left open');
+    assert.equal(await stack.blobs.hasObject(stack.blobs.blobKey(entry.sha256)), false, 'the whole body is not stored a second time');
   });
 });
 

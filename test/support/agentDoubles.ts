@@ -62,7 +62,7 @@ function startDouble(answer: (request: IncomingMessage, body: Buffer, response: 
 /** The land result line a real agent sends when every file was fetched. */
 function allLandedLine(bootId: string, files: { size: number }[]): string {
   const bytes = files.reduce((sum, f) => sum + f.size, 0);
-  return `${JSON.stringify({ type: 'result', bootId, filesLanded: files.length, bytesLanded: bytes, filesAlreadyPresent: 0, bytesAlreadyPresent: 0 })}\n`;
+  return `${JSON.stringify({ type: 'result', bootId, filesLanded: files.length, bytesLanded: bytes, filesAlreadyPresent: 0, bytesAlreadyPresent: 0, bytesDownloaded: bytes, bytesReused: 0 })}\n`;
 }
 
 /** Sends the request on to the real agent at `realUrl` and its answer back (buffered: the doubles' traffic is small). */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { test, type TestContext } from 'node:test';
 import type { AgentError, AgentHealth, ExecResult, LandFile, LandStreamEvent, ListFilesStreamEvent } from '../../core/agentProtocol';
+import { ChunkSplitter } from '../../core/chunking';
 import { startAgent, type RunningAgent } from '../../runtime/agent';
 import type { AgentLogger } from '../../runtime/log';
 
@@ -204,7 +205,7 @@ test('land writes the bytes and modes, streams progress, and leaves no temp file
   const { agent, root, blobs } = await setup(t);
   const events = await land(agent, 'sessions/s1/data', landFilesFor(blobs, SAMPLE));
   const totalBytes = SAMPLE.reduce((sum, f) => sum + f.body.length, 0);
-  assert.deepEqual(finalEvent(events), { type: 'result', bootId: agent.bootId, filesLanded: 4, bytesLanded: totalBytes, filesAlreadyPresent: 0, bytesAlreadyPresent: 0 });
+  assert.deepEqual(finalEvent(events), { type: 'result', bootId: agent.bootId, filesLanded: 4, bytesLanded: totalBytes, filesAlreadyPresent: 0, bytesAlreadyPresent: 0, bytesDownloaded: totalBytes, bytesReused: 0 });
   const progress = events.slice(0, -1);
   assert.ok(progress.length >= 1);
   assert.ok(progress.every((e) => e.type === 'progress'));
@@ -238,6 +239,8 @@ test('landing the same files again downloads nothing and fixes modes', async (t)
     bytesLanded: 0,
     filesAlreadyPresent: 4,
     bytesAlreadyPresent: SAMPLE.reduce((sum, f) => sum + f.body.length, 0),
+    bytesDownloaded: 0,
+    bytesReused: 0,
   });
   assert.equal(blobs.requests.length, requestsAfterFirst);
   assert.equal(await modeOf(join(root, 'data/bin/run.sh')), 0o755);
@@ -603,4 +606,86 @@ test('at start the agent removes the temp files of landings an earlier process l
   assert.equal(await readFile(join(outside, '.ferry-tmp-not-ours'), 'utf8'), 'outside the root', 'a symlink is not followed');
   const removal = logged.find((line) => line.msg.startsWith('removed temp files'));
   assert.deepEqual(removal?.fields, { bootId: agent.bootId, removed: 2, failed: 0 });
+});
+
+/** The land request entry of a file stored as chunks, each chunk served by `blobs`. */
+function chunkedLandFile(blobs: BlobServer, path: string, body: Buffer): LandFile {
+  const chunks: { sha256: string; size: number; url: string }[] = [];
+  const splitter = new ChunkSplitter();
+  const add = (chunk: Buffer) => chunks.push({ sha256: sha256(chunk), size: chunk.length, url: blobs.put(sha256(chunk), Buffer.from(chunk)) });
+  splitter.write(body, add);
+  splitter.end(add);
+  return { path, size: body.length, mode: 0o644, sha256: sha256(body), chunks };
+}
+
+test('a chunked file lands from its chunks; its next version reuses the chunks already on disk and downloads only the changed ones', async (t) => {
+  const { agent, root, blobs } = await setup(t);
+  const first = randomBytes(24 << 20);
+  const firstFile = chunkedLandFile(blobs, 'big.bin', first);
+  const cold = finalEvent(await land(agent, 'data', [firstFile]));
+  assert.equal(cold.type, 'result');
+  assert.ok((await readFile(join(root, 'data/big.bin'))).equals(first));
+  assert.equal(blobs.requests.length, firstFile.chunks!.length);
+  assert.deepEqual(cold.type === 'result' && [cold.bytesDownloaded, cold.bytesReused], [first.length, 0]);
+
+  const second = Buffer.from(first);
+  randomBytes(1 << 20).copy(second, 12 << 20);
+  const secondFile = chunkedLandFile(blobs, 'big.bin', second);
+  const newChunks = secondFile.chunks!.filter((chunk) => !firstFile.chunks!.some((old) => old.sha256 === chunk.sha256));
+  const fetchedBefore = blobs.requests.length;
+  const delta = finalEvent(await land(agent, 'data', [secondFile]));
+  assert.ok((await readFile(join(root, 'data/big.bin'))).equals(second));
+  assert.equal(delta.type, 'result');
+  const downloaded = newChunks.reduce((sum, c) => sum + c.size, 0);
+  assert.deepEqual(delta.type === 'result' && [delta.filesLanded, delta.bytesDownloaded, delta.bytesReused], [1, downloaded, second.length - downloaded]);
+  assert.equal(blobs.requests.length - fetchedBefore, newChunks.length, 'only the changed chunks were fetched');
+  assert.ok(downloaded <= 5 << 20, `${downloaded} bytes downloaded for a 1 MiB edit`);
+  assert.deepEqual(await treeOf(join(root, 'data')), ['big.bin']);
+});
+
+test('a chunk that does not match its sha256 fails the file with ChecksumMismatch naming the chunk, and the previous version stays', async (t) => {
+  const { agent, root, blobs } = await setup(t);
+  await mkdir(join(root, 'data'), { recursive: true });
+  await writeFile(join(root, 'data/big.bin'), 'previous version\n');
+  const body = randomBytes(10 << 20);
+  const file = chunkedLandFile(blobs, 'big.bin', body);
+  const chunk = file.chunks![1];
+  blobs.put(chunk.sha256, Buffer.alloc(chunk.size, 1));
+  const failed = finalEvent(await land(agent, 'data', [file]));
+  assert.equal(failed.type, 'error');
+  assert.equal(failed.type === 'error' && failed.error.type, 'ChecksumMismatch');
+  assert.match(failed.type === 'error' ? failed.error.message : '', new RegExp(`chunk 2 of ${file.chunks!.length} of "big.bin" does not match`));
+  assert.equal(await readFile(join(root, 'data/big.bin'), 'utf8'), 'previous version\n');
+  assert.deepEqual(await treeOf(join(root, 'data')), ['big.bin']);
+});
+
+test('a land entry needs exactly one of url and chunks, and every chunk URL must be allowed', async (t) => {
+  const { agent, blobs } = await setup(t);
+  const body = randomBytes(9 << 20);
+  const file = chunkedLandFile(blobs, 'big.bin', body);
+  const both = await errorOf(await call(agent, 'POST', '/v1/land', { dir: 'data', files: [{ ...file, url: file.chunks![0].url }] }), 400);
+  assert.match(both.message, /needs either url or chunks/);
+  const outside = { ...file, chunks: file.chunks!.map((c, i) => (i === 2 ? { ...c, url: 'http://127.0.0.1:1/elsewhere' } : c)) };
+  const refused = await errorOf(await call(agent, 'POST', '/v1/land', { dir: 'data', files: [outside] }), 400);
+  assert.equal(refused.type, 'UrlNotAllowed');
+  const short = { ...file, chunks: file.chunks!.slice(1) };
+  const wrongTotal = await errorOf(await call(agent, 'POST', '/v1/land', { dir: 'data', files: [short] }), 400);
+  assert.match(wrongTotal.message, /chunks add up to/);
+  assert.deepEqual(blobs.requests, []);
+});
+
+test('verification hashes a file again after any write to it, even one that keeps its size and mtime', async (t) => {
+  const { agent, root, blobs } = await setup(t);
+  const files = landFilesFor(blobs, SAMPLE);
+  await land(agent, 'data', files);
+  const listed = async () => {
+    const events = await ndjson<ListFilesStreamEvent>(await call(agent, 'POST', '/v1/files', { dir: 'data' }));
+    return new Map(events.flatMap((e) => (e.type === 'file' ? [[e.path, e.sha256]] : [])));
+  };
+  assert.equal((await listed()).get('a.txt'), sha256(Buffer.from('hello\n')));
+  const target = join(root, 'data/a.txt');
+  const { mtime, atime } = await stat(target);
+  await writeFile(target, 'HELLO\n');
+  await utimes(target, atime, mtime);
+  assert.equal((await listed()).get('a.txt'), sha256(Buffer.from('HELLO\n')));
 });

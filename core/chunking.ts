@@ -1,0 +1,129 @@
+/**
+ * Content-defined chunking (FastCDC, Xia et al. 2016, with normalized
+ * chunking): cut points depend on the bytes around them, not on offsets, so
+ * an edit in the middle of a large file changes only the chunks it touches
+ * and every other chunk keeps its sha256. Large files are stored and landed
+ * as chunks; an edit costs the changed chunks, not the file.
+ *
+ * Pure and deterministic: the worker (snapshot) and the runtime agent (which
+ * splits the file it already holds to reuse its chunks) must cut the same
+ * bytes at the same places, so both use this module with the same parameters.
+ */
+
+export interface ChunkingParams {
+  minBytes: number;
+  /** Expected chunk size; a power of two. */
+  averageBytes: number;
+  maxBytes: number;
+}
+
+/** 256 KiB / 1 MiB / 4 MiB: a 1 MB edit costs about three chunks, and a 500 MB file about 500 entries. */
+export const CHUNKING: ChunkingParams = { minBytes: 256 << 10, averageBytes: 1 << 20, maxBytes: 4 << 20 };
+
+/** Files at least this big are chunked; smaller ones are one blob. */
+export const CHUNKED_FROM_BYTES = 8 << 20;
+
+export function isChunkedSize(size: number): boolean {
+  return size >= CHUNKED_FROM_BYTES;
+}
+
+/** Fixed pseudo-random table (a 32-bit LCG from a fixed seed): changing it changes every cut point. */
+const GEAR = (() => {
+  const table = new Int32Array(256);
+  let state = 0x9e3779b9;
+  for (let i = 0; i < 256; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) | 0;
+    table[i] = state;
+  }
+  return table;
+})();
+
+/** The top `bits` bits set: with a left-shifting gear hash the high bits depend on the most bytes. */
+function topBitsMask(bits: number): number {
+  return (~0 << (32 - bits)) | 0;
+}
+
+interface CutMasks {
+  /** Harder to match, used before the average size: fewer small chunks. */
+  small: number;
+  /** Easier to match, used after it: fewer chunks near the maximum. */
+  large: number;
+}
+
+function cutMasks(params: ChunkingParams): CutMasks {
+  const bits = Math.round(Math.log2(params.averageBytes));
+  return { small: topBitsMask(bits + 2), large: topBitsMask(bits - 2) };
+}
+
+/** Problems with chunking parameters; empty when usable. */
+export function chunkingParamsProblems(params: ChunkingParams): string[] {
+  const problems: string[] = [];
+  const { minBytes, averageBytes, maxBytes } = params;
+  if (!Number.isSafeInteger(minBytes) || minBytes < 64) problems.push('minBytes must be an integer of at least 64');
+  if (!Number.isSafeInteger(averageBytes) || averageBytes <= minBytes || 2 ** Math.round(Math.log2(averageBytes)) !== averageBytes)
+    problems.push('averageBytes must be a power of two above minBytes');
+  if (!Number.isSafeInteger(maxBytes) || maxBytes <= averageBytes) problems.push('maxBytes must be above averageBytes');
+  return problems;
+}
+
+/**
+ * Where the chunk starting at `start` ends in `data[start, end)`: an index in
+ * `(start, end]`. Only the final chunk of a file may be cut at `end` without
+ * a content match, so callers pass at least `maxBytes` unless it is the end.
+ */
+export function chunkEnd(data: Uint8Array, start: number, end: number, params: ChunkingParams = CHUNKING, masks: CutMasks = cutMasks(params)): number {
+  const available = end - start;
+  if (available <= params.minBytes) return end;
+  const limit = start + Math.min(available, params.maxBytes);
+  const normal = start + Math.min(available, params.averageBytes);
+  let hash = 0;
+  let i = start + params.minBytes;
+  for (; i < normal; i++) {
+    hash = ((hash << 1) + GEAR[data[i]]) | 0;
+    if ((hash & masks.small) === 0) return i + 1;
+  }
+  for (; i < limit; i++) {
+    hash = ((hash << 1) + GEAR[data[i]]) | 0;
+    if ((hash & masks.large) === 0) return i + 1;
+  }
+  return limit;
+}
+
+/**
+ * Splits a stream of bytes into chunks: feed it with `write`, finish with
+ * `end`. Each chunk is handed to `onChunk` as a view that is only valid
+ * during the call (hash or copy it there). Holds at most `maxBytes` between
+ * writes.
+ */
+export class ChunkSplitter {
+  private pending: Buffer = Buffer.alloc(0);
+  private readonly masks: CutMasks;
+
+  constructor(private readonly params: ChunkingParams = CHUNKING) {
+    const problems = chunkingParamsProblems(params);
+    if (problems.length) throw new RangeError(`chunking parameters: ${problems.join('; ')}`);
+    this.masks = cutMasks(params);
+  }
+
+  write(data: Uint8Array, onChunk: (chunk: Buffer) => void): void {
+    const buffer = this.pending.length ? Buffer.concat([this.pending, data]) : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    let start = 0;
+    // Cut only while a whole maximum-size window is there: a cut never depends on where a write ended.
+    while (buffer.length - start >= this.params.maxBytes) {
+      const end = chunkEnd(buffer, start, buffer.length, this.params, this.masks);
+      onChunk(buffer.subarray(start, end));
+      start = end;
+    }
+    this.pending = Buffer.from(buffer.subarray(start));
+  }
+
+  end(onChunk: (chunk: Buffer) => void): void {
+    let start = 0;
+    while (start < this.pending.length) {
+      const end = chunkEnd(this.pending, start, this.pending.length, this.params, this.masks);
+      onChunk(this.pending.subarray(start, end));
+      start = end;
+    }
+    this.pending = Buffer.alloc(0);
+  }
+}
