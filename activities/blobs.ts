@@ -36,13 +36,18 @@ export interface UploadBlobsResult {
 }
 
 export interface UploadTuning {
-  /** Blobs uploaded at once. */
+  /** Blobs uploaded at once: small ones cost a request each, so many overlap. */
   blobConcurrency: number;
+  /** Of those, blobs of LARGE_BLOB_BYTES or more (each held in memory while it is sent). */
+  largeBlobConcurrency: number;
 }
 
 export const DEFAULT_UPLOAD_TUNING: UploadTuning = {
-  blobConcurrency: 8,
+  blobConcurrency: 32,
+  largeBlobConcurrency: 8,
 };
+
+const LARGE_BLOB_BYTES = 1 << 20;
 
 /** One blob to store: a whole small file or one chunk of a large one, read from `offset` of the file. */
 interface BlobToUpload {
@@ -134,7 +139,7 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
       const context = Context.current();
       const abortSignal = context.cancellationSignal;
       // Every in-flight S3 request listens on the cancellation signal.
-      setMaxListeners(tuning.blobConcurrency + 64, abortSignal);
+      setMaxListeners(tuning.blobConcurrency + tuning.largeBlobConcurrency + 64, abortSignal);
       const manifest = await blobs.getManifest(input.manifestDigest).catch((err) => {
         throw blobStoreFailure(err);
       });
@@ -148,10 +153,11 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
       const progress = startProgress('uploadBlobs', missing);
       context.heartbeat(progress);
       const limit = pLimit(tuning.blobConcurrency);
+      const largeLimit = pLimit(tuning.largeBlobConcurrency);
       try {
         await Promise.all(
           missing.map((blob) =>
-            limit(async () => {
+            (blob.size >= LARGE_BLOB_BYTES ? largeLimit : limit)(async () => {
               await uploadBlob(blob, path.join(input.sourcePath, ...blob.entry.path.split('/')), abortSignal);
               progress.bytesDone += blob.size;
               progress.filesDone++;

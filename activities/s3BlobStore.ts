@@ -123,8 +123,13 @@ function isDigestRejection(err: unknown): boolean {
   return err instanceof S3ServiceException && ['BadDigest', 'XAmzContentSHA256Mismatch', 'InvalidDigest'].includes(err.name);
 }
 
+/** Manifest entries kept in memory across the manifests last read (about 150 bytes each). */
+const MANIFEST_CACHE_ENTRIES = 500_000;
+
 export class S3BlobStore {
   private readonly listing: ListingTuning;
+  private readonly manifests = new Map<string, Manifest>();
+  private manifestEntries = 0;
 
   constructor(private readonly options: S3BlobStoreOptions) {
     this.listing = { ...DEFAULT_LISTING, ...options.listing };
@@ -312,8 +317,27 @@ export class S3BlobStore {
     return { manifestDigest: digest, manifestKey: key, ...manifestTotals(manifest) };
   }
 
-  /** Reads a manifest and checks that it hashes to its digest and is well-formed with safe paths. */
+  /**
+   * Reads a manifest and checks that it hashes to its digest and is
+   * well-formed with safe paths. Manifests are immutable (named by their
+   * sha256), so the last few read are kept and the activities of one sync
+   * read theirs from S3 once.
+   */
   async getManifest(digest: string): Promise<Manifest> {
+    const known = this.manifests.get(digest);
+    if (known) return { version: 1, files: [...known.files] };
+    const manifest = await this.readManifest(digest);
+    this.manifests.set(digest, manifest);
+    this.manifestEntries += manifest.files.length;
+    for (const [oldest, held] of this.manifests) {
+      if (this.manifestEntries <= MANIFEST_CACHE_ENTRIES || oldest === digest) break;
+      this.manifests.delete(oldest);
+      this.manifestEntries -= held.files.length;
+    }
+    return { version: 1, files: [...manifest.files] };
+  }
+
+  private async readManifest(digest: string): Promise<Manifest> {
     const key = manifestKey(this.options.prefix, digest);
     let body: Buffer;
     try {

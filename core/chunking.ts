@@ -38,9 +38,16 @@ const GEAR = (() => {
   return table;
 })();
 
-/** The top `bits` bits set: with a left-shifting gear hash the high bits depend on the most bytes. */
-function topBitsMask(bits: number): number {
-  return (~0 << (32 - bits)) | 0;
+/** Each gear value shifted left once: lets the hot loop roll two bytes per step (FastCDC 2020). */
+const GEAR_SHIFTED = GEAR.map((value) => (value << 1) | 0);
+
+/**
+ * `bits` set bits ending at bit 30. High bits of a left-shifting gear hash
+ * depend on the most bytes; bit 31 stays clear so the mask shifted left once
+ * (for the two-bytes-per-step check) loses none of them.
+ */
+function highBitsMask(bits: number): number {
+  return (((1 << bits) - 1) << (31 - bits)) | 0;
 }
 
 interface CutMasks {
@@ -52,7 +59,29 @@ interface CutMasks {
 
 function cutMasks(params: ChunkingParams): CutMasks {
   const bits = Math.round(Math.log2(params.averageBytes));
-  return { small: topBitsMask(bits + 2), large: topBitsMask(bits - 2) };
+  return { small: highBitsMask(bits + 2), large: highBitsMask(bits - 2) };
+}
+
+/**
+ * The first index in `[from, to)` where the gear hash (started at 0 at
+ * `from`) matches `mask`, plus one; `to` when none does. Two bytes a step:
+ * after the first byte the hash is checked in its shifted form, which is the
+ * same test without the second shift.
+ */
+function scanForCut(data: Uint8Array, from: number, to: number, mask: number, hash: number): { end: number; hash: number } {
+  const shiftedMask = mask << 1;
+  let i = from;
+  for (; i + 1 < to; i += 2) {
+    hash = ((hash << 2) + GEAR_SHIFTED[data[i]]) | 0;
+    if ((hash & shiftedMask) === 0) return { end: i + 1, hash };
+    hash = (hash + GEAR[data[i + 1]]) | 0;
+    if ((hash & mask) === 0) return { end: i + 2, hash };
+  }
+  if (i < to) {
+    hash = ((hash << 1) + GEAR[data[i]]) | 0;
+    if ((hash & mask) === 0) return { end: i + 1, hash };
+  }
+  return { end: -1, hash };
 }
 
 /** Problems with chunking parameters; empty when usable. */
@@ -76,17 +105,10 @@ export function chunkEnd(data: Uint8Array, start: number, end: number, params: C
   if (available <= params.minBytes) return end;
   const limit = start + Math.min(available, params.maxBytes);
   const normal = start + Math.min(available, params.averageBytes);
-  let hash = 0;
-  let i = start + params.minBytes;
-  for (; i < normal; i++) {
-    hash = ((hash << 1) + GEAR[data[i]]) | 0;
-    if ((hash & masks.small) === 0) return i + 1;
-  }
-  for (; i < limit; i++) {
-    hash = ((hash << 1) + GEAR[data[i]]) | 0;
-    if ((hash & masks.large) === 0) return i + 1;
-  }
-  return limit;
+  const beforeNormal = scanForCut(data, start + params.minBytes, normal, masks.small, 0);
+  if (beforeNormal.end >= 0) return beforeNormal.end;
+  const afterNormal = scanForCut(data, normal, limit, masks.large, beforeNormal.hash);
+  return afterNormal.end >= 0 ? afterNormal.end : limit;
 }
 
 /**

@@ -6,9 +6,9 @@
  *
  * The one hole is git's "racy clean" case: a write in the same timestamp
  * tick as the read that hashed the file leaves the signature unchanged. So
- * an entry is only kept when the file had not changed for RACY_MARGIN_NS
- * before the read began; a file written just before it was hashed is hashed
- * again next time.
+ * an entry is only kept when the file had not changed for a margin before
+ * the read began: longer than the filesystem's timestamp tick. A file
+ * written just before it was read is read again next time.
  */
 
 export interface StatSignature {
@@ -19,8 +19,18 @@ export interface StatSignature {
   ctimeNs: bigint;
 }
 
-/** Larger than any filesystem's timestamp granularity that ferry meets (ext4 and tmpfs tick in ms, some in 1 s). */
-export const RACY_MARGIN_NS = 2_000_000_000n;
+/**
+ * Timestamps with a sub-second part come from a filesystem that keeps fine
+ * ones (ext4, xfs, btrfs, tmpfs: a tick of at most 10 ms); 100 ms is ten of
+ * those. Whole-second timestamps (1 s or 2 s ticks) get 3 s.
+ */
+export const RACY_MARGIN_NS = 100_000_000n;
+export const COARSE_RACY_MARGIN_NS = 3_000_000_000n;
+
+function racyMarginNs(signature: StatSignature): bigint {
+  const fine = signature.mtimeNs % 1_000_000_000n !== 0n || signature.ctimeNs % 1_000_000_000n !== 0n;
+  return fine ? RACY_MARGIN_NS : COARSE_RACY_MARGIN_NS;
+}
 
 /** Entries kept at most; the oldest go first. About 200 bytes each. */
 const DEFAULT_MAX_ENTRIES = 1_000_000;
@@ -51,7 +61,7 @@ export class HashCache<V> {
    */
   set(path: string, signature: StatSignature, readStartedNs: bigint, value: V): boolean {
     const newest = signature.mtimeNs > signature.ctimeNs ? signature.mtimeNs : signature.ctimeNs;
-    if (newest > readStartedNs - RACY_MARGIN_NS) {
+    if (newest > readStartedNs - racyMarginNs(signature)) {
       this.entries.delete(path);
       return false;
     }

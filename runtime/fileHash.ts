@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { HashCache, statSignature } from '../core/hashCache';
 import { errorCode } from './failure';
 
@@ -83,6 +83,10 @@ export class FileHasher {
 
   /** Size, mode and sha256 of the regular file at `absolute`, or undefined when there is none. */
   async hashRegularFile(absolute: string, signal?: AbortSignal): Promise<HashedFile | undefined> {
+    // A known file costs one lstat (which, like O_NOFOLLOW, never follows a symlink); anything else is opened and read.
+    const stats = await lstat(absolute, { bigint: true }).catch(() => undefined);
+    const known = stats?.isFile() ? this.known.get(absolute, statSignature(stats)) : undefined;
+    if (stats && known) return { ...known, mode: Number(stats.mode & 0o7777n) };
     const handle = await openRegularFile(absolute);
     if (!handle) return undefined;
     try {

@@ -82,8 +82,16 @@ export function sendFailure(res: ServerResponse, failure: AgentFailure): void {
   sendJson(res, failure.status, failure.toBody());
 }
 
+/** Lines are sent together once this many bytes wait, or FLUSH_DELAY_MS after the first: one write per line cost a syscall each. */
+const FLUSH_BYTES = 64 << 10;
+const FLUSH_DELAY_MS = 10;
+
 /** One JSON object per line. Writes respect backpressure and become no-ops once the client has gone. */
 export class NdjsonStream {
+  private pending: string[] = [];
+  private pendingBytes = 0;
+  private flushTimer: NodeJS.Timeout | undefined;
+
   constructor(private readonly res: ServerResponse) {
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
     // Headers now, so the client knows the request was accepted before the first line is ready.
@@ -94,14 +102,20 @@ export class NdjsonStream {
     return this.res.destroyed || this.res.writableEnded;
   }
 
-  /** Writes without waiting for the client to drain; for small periodic lines. */
+  /** Queues a line without waiting for the client to drain; for small periodic lines. */
   write(event: unknown): void {
-    if (!this.closed) this.res.write(JSON.stringify(event) + '\n');
+    if (this.closed) return;
+    const line = JSON.stringify(event) + '\n';
+    this.pending.push(line);
+    this.pendingBytes += line.length;
+    if (this.pendingBytes >= FLUSH_BYTES) this.flush();
+    else this.flushTimer ??= setTimeout(() => this.flush(), FLUSH_DELAY_MS);
   }
 
+  /** Queues a line; waits when the client is slower than the lines come. */
   async send(event: unknown): Promise<void> {
-    if (this.closed) return;
-    if (this.res.write(JSON.stringify(event) + '\n')) return;
+    this.write(event);
+    if (this.closed || !this.res.writableNeedDrain) return;
     await new Promise<void>((resolve) => {
       const done = () => {
         this.res.off('drain', done);
@@ -113,7 +127,16 @@ export class NdjsonStream {
     });
   }
 
+  private flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (this.pending.length && !this.closed) this.res.write(this.pending.join(''));
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+
   end(): void {
+    this.flush();
     if (!this.closed) this.res.end();
   }
 }

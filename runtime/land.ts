@@ -26,8 +26,11 @@ import { NdjsonStream, ProgressTicker } from './http';
 import type { AgentLogger } from './log';
 import type { UrlAllowlist } from './urlAllowlist';
 
-const DOWNLOAD_CONCURRENCY = 8;
-/** Chunks of one file fetched ahead of the one being written: bounds memory to files × this × the chunk size. */
+/** Files landed at once: a small file costs a request, so many overlap. */
+const DOWNLOAD_CONCURRENCY = 16;
+/** Of those, chunked files: each holds CHUNKS_AHEAD chunks (up to 4 MiB each) in memory. */
+const CHUNKED_FILE_CONCURRENCY = 4;
+/** Chunks of one file fetched ahead of the one being written. */
 const CHUNKS_AHEAD = 3;
 /** A blob server that sends nothing for this long is treated as dead. */
 const BLOB_IDLE_TIMEOUT_MS = 60_000;
@@ -113,11 +116,12 @@ export async function landFiles(request: LandRequest, context: LandContext, stre
   const stopSignal = AbortSignal.any([signal, stop.signal]);
   let firstFailure: AgentFailure | undefined;
   const limit = pLimit(DOWNLOAD_CONCURRENCY);
+  const chunkedLimit = pLimit(CHUNKED_FILE_CONCURRENCY);
   const started = Date.now();
 
   await Promise.all(
     request.files.map((file) =>
-      limit(async () => {
+      (file.chunks ? chunkedLimit : limit)(async () => {
         if (stopSignal.aborted) return;
         try {
           const outcome = await landFile(request.dir, file, context, progress, stopSignal);

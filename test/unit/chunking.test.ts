@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { CHUNKING, ChunkSplitter, chunkEnd, chunkingParamsProblems, type ChunkingParams } from '../../core/chunking';
-import { HashCache, RACY_MARGIN_NS, type StatSignature } from '../../core/hashCache';
+import { COARSE_RACY_MARGIN_NS, HashCache, RACY_MARGIN_NS, type StatSignature } from '../../core/hashCache';
 import { seededBytes } from '../support/fixtures';
 
 const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
@@ -64,7 +64,7 @@ describe('core/chunking (FastCDC)', () => {
 });
 
 describe('core/hashCache', () => {
-  const now = 1_800_000_000_000_000_000n;
+  const now = 1_800_000_000_123_456_789n;
   const signature = (changes: Partial<StatSignature> = {}): StatSignature => ({ dev: 1n, ino: 2n, size: 3n, mtimeNs: now - 10n ** 10n, ctimeNs: now - 10n ** 10n, ...changes });
 
   it('answers only for the exact signature it was given', () => {
@@ -80,6 +80,11 @@ describe('core/hashCache', () => {
     assert.equal(cache.set('/racy', signature({ ctimeNs: now - RACY_MARGIN_NS + 1n }), now, 'digest'), false);
     assert.equal(cache.get('/racy', signature({ ctimeNs: now - RACY_MARGIN_NS + 1n })), undefined);
     assert.equal(cache.set('/racy', signature({ mtimeNs: now }), now, 'digest'), false, 'a future mtime is racy too');
+    assert.equal(cache.set('/fine', signature({ ctimeNs: now - RACY_MARGIN_NS - 1n }), now, 'digest'), true);
+    // Whole-second timestamps: the filesystem ticks in seconds, so 1.5 s ago may be the same tick as a write to come.
+    const coarse = { mtimeNs: 1_800_000_000_000_000_000n - 1_000_000_000n, ctimeNs: 1_800_000_000_000_000_000n - 1_000_000_000n };
+    assert.equal(cache.set('/coarse', signature(coarse), coarse.ctimeNs + 1_500_000_000n, 'digest'), false);
+    assert.equal(cache.set('/coarse', signature(coarse), coarse.ctimeNs + COARSE_RACY_MARGIN_NS + 1n, 'digest'), true);
     cache.set('/old', signature(), now, 'first');
     cache.set('/old', signature({ ctimeNs: now }), now, 'second');
     assert.equal(cache.get('/old', signature()), undefined, 'a racy re-read forgets what was known before');
