@@ -42,7 +42,7 @@ import { machineInfo, machineSummary } from './machine';
 import { SECTION_NAMES, readOptions, type SectionName } from './options';
 import { orchestrationSection } from './orchestration';
 import { Rclone } from './processes';
-import { formatBytes, summaryTable } from './report';
+import { fileCount, formatBytes, summaryTable } from './report';
 import { RESULTS_VERSION, readResults, resultsPath, writeResults, type ResultsFile, type SectionRecord } from './results';
 import type { BenchContext, Section } from './section';
 import { sessionsSection } from './sessions';
@@ -84,7 +84,7 @@ function benchContext(stack: TestStack, root: string, work: string, dataRoot: st
       if (!set) {
         const started = performance.now();
         set = ensureDataSet(dataRoot, name, dataSetParams(name, options)).then(({ set, generated }) => {
-          out(`  data ${name}: ${set.files} files, ${formatBytes(set.bytes)} (${generated ? 'generated' : 'reused, verified'} in ${elapsed(started).toFixed(1)} s)\n`);
+          out(`  data ${name}: ${fileCount(set.files)}, ${formatBytes(set.bytes)} (${generated ? 'generated' : 'reused, verified'} in ${elapsed(started).toFixed(1)} s)\n`);
           return set;
         });
         dataSets.set(name, set);
