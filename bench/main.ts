@@ -76,7 +76,6 @@ function benchContext(stack: TestStack, root: string, work: string, dataRoot: st
   return {
     stack,
     options,
-    root,
     work,
     dataRoot,
     dataSet(name) {

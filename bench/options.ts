@@ -19,7 +19,7 @@ export interface BenchOptions {
   timeoutSeconds: number;
 }
 
-export function positiveInt(name: string, fallback: number): number {
+function positiveInt(name: string, fallback: number): number {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return fallback;
   const value = Number(raw);

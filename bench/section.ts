@@ -8,7 +8,6 @@ import type { Target } from './results';
 export interface BenchContext {
   stack: TestStack;
   options: BenchOptions;
-  root: string;
   /** Scratch folder of this run, removed at its end. */
   work: string;
   dataRoot: string;
