@@ -10,6 +10,7 @@
 import { createCipheriv, createHash } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { BenchOptions } from './options';
 
 export interface SmallTreeParams {
   kind: 'small';
@@ -227,4 +228,31 @@ export async function restoreDataSet(dataRoot: string, set: DataSet, mutation: M
   const file = markerPath(dataRoot, set.name);
   const marker = await readMarker(file);
   if (marker) await writeMarker(file, { ...marker, state: 'clean' });
+}
+
+/** Checks a copy is byte-for-byte the source (untimed): a fast wrong answer is not a result. */
+export async function sameTree(source: string, copy: string): Promise<string | undefined> {
+  const [expected, actual] = await Promise.all([hashTree(source), hashTree(copy).catch(() => undefined)]);
+  if (!actual) return `${copy} is missing`;
+  if (actual.digest !== expected.digest) return `${copy} differs from the source (${actual.files} files / ${actual.bytes} bytes, expected ${expected.files} / ${expected.bytes})`;
+  return undefined;
+}
+
+const SEED = 20251121;
+
+export type DataSetName = 'small-tree' | 'large-files' | 'delta-file' | 'large-tree';
+
+/** The benchmark's data sets, sized by the options. */
+export function dataSetParams(name: DataSetName, options: BenchOptions): DataSetParams {
+  switch (name) {
+    case 'small-tree':
+      return { kind: 'small', seed: SEED, files: options.smallFiles, folders: 50, minBytes: 512, maxBytes: 32 << 10 };
+    case 'large-files':
+      return { kind: 'large', seed: SEED + 1, files: options.largeFiles, bytesPerFile: options.largeMiB << 20 };
+    case 'delta-file':
+      return { kind: 'large', seed: SEED + 2, files: 1, bytesPerFile: options.deltaMiB << 20 };
+    case 'large-tree':
+      // 100-byte files, about 500 to a folder: the walk and per-file costs dominate, not the bytes.
+      return { kind: 'small', seed: SEED + 3, files: options.treeFiles, folders: Math.max(1, Math.round(options.treeFiles / 500)), minBytes: 100, maxBytes: 100 };
+  }
 }

@@ -1,93 +1,124 @@
 /**
- * `npm run bench:orchestration`: what ferry's durability costs per step.
+ * The `orchestration` section (`npm run bench:orchestration`): what ferry's
+ * durability costs per step.
  *   - the `execute` update round trip for `true` on the local target
  *     (checkSession + executeCode + log upload, through Temporal), BENCH_EXECUTES calls;
  *   - syncing one small file end to end (snapshot → upload → land → verify), BENCH_SYNCS runs;
  * against what the seed's hand-rolled code spent on the same jobs: a blind
  * `sleep(10)` before each use of a session, and a 20–60 s SSM sync.
- * Output: a table on stdout, merged into bench/results.json under "orchestration".
  */
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PipelineClient } from '../client/pipelineClient';
-import { repoRoot } from '../client/services';
-import type { SyncResult } from '../core/sync';
-import { startTestStack } from '../test/support/testStack';
+import { sameTree } from './data';
+import { benchTable, fixed, ratioText } from './report';
+import type { Target } from './results';
+import type { BenchContext, SectionResult } from './section';
+import { median, percentile } from './stats';
+import { describeError, landedPath, removeSession, startSync, syncResult, withTimeout } from './workflows';
 
-function positiveInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  const value = raw === undefined || raw === '' ? fallback : Number(raw);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
-  return value;
+/** What the seed spent: a blind sleep before each use of a session, and an SSM sync's best case (20–60 s). */
+const SEED_EXECUTE_MS = 10_000;
+const SEED_SYNC_MS = 20_000;
+
+interface StepTiming {
+  what: string;
+  /** Ascending. */
+  samplesMs: number[];
+  medianMs: number;
+  p95Ms: number;
+  seedMs: number;
+  seed: string;
 }
 
-export function percentile(sorted: number[], p: number): number {
-  const index = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
-  return sorted[Math.max(0, index)];
-}
+const timing = (what: string, samplesMs: number[], seedMs: number, seed: string): StepTiming => {
+  const sorted = [...samplesMs].sort((a, b) => a - b);
+  return { what, samplesMs: sorted, medianMs: median(sorted), p95Ms: percentile(sorted, 95), seedMs, seed };
+};
 
-async function timeEach(count: number, run: (i: number) => Promise<void>): Promise<number[]> {
-  const times: number[] = [];
-  for (let i = 0; i < count; i++) {
+async function executeRoundTrips(ctx: BenchContext): Promise<number[]> {
+  const { stack, options } = ctx;
+  const pipelines = new PipelineClient(stack.client, stack.config.temporal.taskQueue);
+  const { workflowId } = await pipelines.start({ sessionId: `bench-orchestration-${Date.now()}`, stages: ['coder'], inputs: [] });
+  // The first execution of a stage also re-hashes data/; warm up once so the samples are steady-state.
+  await pipelines.execute(workflowId, { language: 'bash', code: 'true' });
+  const samples: number[] = [];
+  for (let i = 0; i < options.executes; i++) {
     const started = performance.now();
-    await run(i);
-    times.push(performance.now() - started);
+    const result = await pipelines.execute(workflowId, { language: 'bash', code: 'true' });
+    samples.push(performance.now() - started);
+    if (result.exitCode !== 0) throw new Error(`true exited ${result.exitCode}`);
   }
-  return times.sort((a, b) => a - b);
+  await pipelines.finishStage(workflowId);
+  await withTimeout(pipelines.result(workflowId), options.timeoutSeconds * 1000, async () => new Error(`pipeline ${workflowId}: no result after finishStage`));
+  return samples;
 }
 
-async function main(): Promise<void> {
-  const executes = positiveInt('BENCH_EXECUTES', 200);
-  const syncs = positiveInt('BENCH_SYNCS', 20);
-  const stack = await startTestStack({ agentProcess: true });
-  const work = await mkdtemp(path.join(os.tmpdir(), 'ferry-bench-orch-'));
+/** One small file synced end to end, timed from start to verified result; each landing checked byte for byte, untimed. */
+async function oneFileSyncs(ctx: BenchContext): Promise<number[]> {
+  const { stack, options } = ctx;
+  const source = path.join(ctx.work, 'one-file');
+  const sessionId = `bench-one-file-${Date.now()}`;
+  const samples: number[] = [];
   try {
-    const pipelines = new PipelineClient(stack.client, stack.config.temporal.taskQueue);
-    const { workflowId } = await pipelines.start({ sessionId: 'bench', stages: ['coder'], inputs: [] });
-    // The first execution of a stage also re-hashes data/; warm up once so the samples are steady-state.
-    await pipelines.execute(workflowId, { language: 'bash', code: 'true' });
-    const executeMs = await timeEach(executes, async () => {
-      const result = await pipelines.execute(workflowId, { language: 'bash', code: 'true' });
-      if (result.exitCode !== 0) throw new Error(`true exited ${result.exitCode}`);
-    });
-    await pipelines.finishStage(workflowId);
-    await pipelines.result(workflowId);
-
-    const source = path.join(work, 'one');
-    const syncMs = await timeEach(syncs, async (i) => {
+    for (let i = 0; i < options.oneFileSyncs; i++) {
       await rm(source, { recursive: true, force: true });
       await mkdir(source, { recursive: true });
       await writeFile(path.join(source, 'config.json'), JSON.stringify({ run: i }));
-      const handle = await stack.client.workflow.start('syncWorkflow', {
-        taskQueue: stack.config.temporal.taskQueue,
-        workflowId: `bench-one-file-${i}-${Date.now()}`,
-        args: [{ sessionId: 'bench-one', source: { path: source } }],
-      });
-      const result = (await handle.result()) as SyncResult;
-      if (!result.verified) throw new Error('sync not verified');
-    });
-
-    const rows = [
-      { what: `execute "true" round trip (${executes} calls)`, medianMs: percentile(executeMs, 50), p95Ms: percentile(executeMs, 95), seedMs: 10_000, seed: 'sleep(10) before each use' },
-      { what: `sync one small file end to end (${syncs} runs)`, medianMs: percentile(syncMs, 50), p95Ms: percentile(syncMs, 95), seedMs: 20_000, seed: 'SSM sync, 20–60 s' },
-    ];
-    const lines = [
-      'step                                        median ms   p95 ms   seed ms   ferry/seed (median)',
-      ...rows.map((r) => `${r.what.padEnd(42)}  ${r.medianMs.toFixed(0).padStart(9)}  ${r.p95Ms.toFixed(0).padStart(7)}  ${String(r.seedMs).padStart(8)}   ${(r.medianMs / r.seedMs).toFixed(3)}x (${r.seed})`),
-    ];
-    process.stdout.write(`${lines.join('\n')}\n`);
-    const resultsFile = path.join(repoRoot(), 'bench', 'results.json');
-    const previous = JSON.parse(await readFile(resultsFile, 'utf8').catch(() => '{}')) as Record<string, unknown>;
-    await writeFile(resultsFile, `${JSON.stringify({ ...previous, orchestration: { measuredAt: new Date().toISOString(), rows } }, null, 2)}\n`);
+      const started = performance.now();
+      const result = await syncResult(await startSync(stack, `${sessionId}-${i}`, sessionId, source), options.timeoutSeconds * 1000);
+      samples.push(performance.now() - started);
+      const problem = result.verified ? await sameTree(source, landedPath(stack, result)) : 'sync not verified';
+      if (problem) throw new Error(`one-file sync ${i}: ${problem}`);
+    }
   } finally {
-    await stack.stop();
-    await rm(work, { recursive: true, force: true });
+    await removeSession(stack, sessionId);
   }
+  return samples;
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+function stepTarget(label: string, step: StepTiming | undefined, peer: string): Target {
+  const ratio = step ? step.medianMs / step.seedMs : null;
+  return {
+    section: 'orchestration',
+    target: label,
+    ferry: step ? `${fixed(step.medianMs, 0)} ms (p95 ${fixed(step.p95Ms, 0)} ms)` : 'FAILED',
+    peer,
+    value: ratioText(ratio),
+    goal: '<= 1.00x seed',
+    met: ratio !== null && ratio <= 1,
+    measured: ratio,
+  };
+}
+
+export async function orchestrationSection(ctx: BenchContext): Promise<SectionResult> {
+  const { options } = ctx;
+  const errors: string[] = [];
+  const measure = async (what: string, run: () => Promise<number[]>, seedMs: number, seed: string): Promise<StepTiming | undefined> => {
+    ctx.progress(`orchestration: ${what}`);
+    try {
+      return timing(what, await run(), seedMs, seed);
+    } catch (err) {
+      errors.push(`orchestration ${what}: ${describeError(err)}`);
+      return undefined;
+    }
+  };
+  const execute = await measure(`execute "true" round trip (${options.executes} calls)`, () => executeRoundTrips(ctx), SEED_EXECUTE_MS, 'sleep(10) before each use');
+  const sync = await measure(`sync one small file end to end (${options.oneFileSyncs} runs)`, () => oneFileSyncs(ctx), SEED_SYNC_MS, 'SSM sync, 20–60 s');
+  const steps = [execute, sync].filter((s): s is StepTiming => s !== undefined);
+  const report = benchTable(
+    ['step', 'median ms', 'p95 ms', 'seed ms', 'ferry/seed (median)', 'seed'],
+    steps.map((s) => [s.what, fixed(s.medianMs, 0), fixed(s.p95Ms, 0), String(s.seedMs), ratioText(s.medianMs / s.seedMs), s.seed]),
+    [false, true, true, true, true, false],
+  );
+  return {
+    data: { rows: steps },
+    targets: [
+      stepTarget(`execute "true" round trip (median of ${options.executes})`, execute, '10 s sleep (seed)'),
+      stepTarget(`sync one small file end to end (median of ${options.oneFileSyncs})`, sync, '20-60 s SSM sync (seed, vs 20 s)'),
+    ],
+    errors,
+    report,
+  };
+}

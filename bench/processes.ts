@@ -12,22 +12,36 @@ export interface ProcessRun {
   stderr: string;
 }
 
-/** Runs a command to completion; rejects with its stderr tail on a non-zero exit. */
-export function runProcess(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<ProcessRun> {
+/**
+ * Runs a command to completion; rejects with its stderr tail on a non-zero
+ * exit, or after `timeoutMs` (the process is killed), so a hang cannot hang the benchmark.
+ */
+export function runProcess(command: string, args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs?: number): Promise<ProcessRun> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
     const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
+    let timedOut = false;
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            child.kill('SIGKILL');
+          }, timeoutMs);
     child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
     child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
     child.on('error', reject);
     child.on('close', (code, signal) => {
+      clearTimeout(timer);
       const seconds = (performance.now() - started) / 1000;
       const stdout = Buffer.concat(out).toString('utf8');
       const stderr = Buffer.concat(err).toString('utf8');
+      const tail = stderr.trim().split('\n').slice(-5).join('\n');
       if (code === 0) resolve({ seconds, stdout, stderr });
-      else reject(new Error(`${command} ${args.join(' ')} exited with ${code ?? signal}: ${stderr.trim().split('\n').slice(-5).join('\n')}`));
+      else if (timedOut) reject(new Error(`${command} ${args.join(' ')} killed after ${timeoutMs! / 1000} s: ${tail}`));
+      else reject(new Error(`${command} ${args.join(' ')} exited with ${code ?? signal}: ${tail}`));
     });
   });
 }

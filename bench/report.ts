@@ -1,6 +1,7 @@
 /** Plain-text tables for the benchmark's stdout. MB means 10^6 bytes throughout. */
 import type { StepDurations } from '../core/sync';
 import { renderTable } from '../client/format';
+import type { Target } from './results';
 
 export type Scenario = 'cold' | 'no-change' | 'one file changed';
 export type Tool = 'cp -r' | 'ferry' | 'rclone up' | 'rclone down' | 'rclone up+down';
@@ -43,10 +44,10 @@ export function formatBytes(bytes: number | null | undefined): string {
   return `${(bytes / 1e9).toFixed(2)} GB`;
 }
 
-const fixed = (value: number | null | undefined, digits: number) => (value === null || value === undefined ? '-' : value.toFixed(digits));
+export const fixed = (value: number | null | undefined, digits: number) => (value === null || value === undefined ? '-' : value.toFixed(digits));
 
 /** An aligned table with a line under the headers; `right` marks numeric columns. */
-function benchTable(headers: string[], rows: string[][], right: boolean[]): string {
+export function benchTable(headers: string[], rows: string[][], right: boolean[]): string {
   return `${renderTable(headers, rows, { alignRight: right, underline: true })}\n`;
 }
 
@@ -92,3 +93,18 @@ export function ferryStepsTable(rows: ResultRow[]): string {
     [false, false, true, true, true, true, true, true, true, true, true],
   );
 }
+
+/** `0.42x`, or FAILED when there is no ratio. */
+export const ratioText = (ratio: number | null) => (ratio === null ? 'FAILED' : `${ratio.toFixed(2)}x`);
+
+/** The one table the whole run ends with: every target, what was measured and whether it was met. */
+export function summaryTable(targets: Target[]): string {
+  return benchTable(
+    ['target', 'ferry', 'peer', 'ratio (or value)', 'goal', 'met'],
+    targets.map((t) => [t.target, t.ferry, t.peer, t.value, t.goal, t.met === null ? '-' : t.met ? 'yes' : 'no']),
+    [false, false, false, true, false, false],
+  );
+}
+
+/** `1 file`, `2,000 files`. */
+export const fileCount = (n: number) => `${n.toLocaleString('en-US')} file${n === 1 ? '' : 's'}`;
