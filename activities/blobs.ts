@@ -15,6 +15,7 @@ import { FailureType } from '../core/errors';
 import { blobsOfEntry, type ManifestEntry } from '../core/manifest';
 import { startProgress } from '../core/sync';
 import { nonRetryable, retryable } from './failures';
+import { throttledHeartbeat } from './heartbeat';
 import { BlobSourceChangedError, BodyDigestRejectedError, MalformedManifestError, ManifestMissingError, StoredChecksumMismatchError, type S3BlobStore } from './s3BlobStore';
 
 export interface UploadBlobsInput {
@@ -145,13 +146,19 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
       });
       const unique = blobsOfManifest(manifest.files);
       const bytesTotal = manifest.files.reduce((sum, f) => sum + f.size, 0);
+      if (await blobs.blobsMarkedStored(input.manifestDigest, abortSignal)) {
+        const stored: UploadBlobsResult = { blobsTotal: unique.size, blobsUploaded: 0, bytesUploaded: 0, bytesSkipped: bytesTotal };
+        context.log.info('blobs already stored by an earlier upload of this manifest', { manifestDigest: input.manifestDigest, ...stored });
+        return stored;
+      }
 
       const stored = await blobs.findStoredBlobs([...unique.keys()], abortSignal);
       // Largest first, so the long uploads overlap the many short ones.
       const missing = [...unique.values()].filter((blob) => !stored.has(blob.sha256)).sort((a, b) => b.size - a.size);
 
       const progress = startProgress('uploadBlobs', missing);
-      context.heartbeat(progress);
+      const heartbeat = throttledHeartbeat(context);
+      heartbeat(progress);
       const limit = pLimit(tuning.blobConcurrency);
       const largeLimit = pLimit(tuning.largeBlobConcurrency);
       try {
@@ -161,7 +168,7 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
               await uploadBlob(blob, path.join(input.sourcePath, ...blob.entry.path.split('/')), abortSignal);
               progress.bytesDone += blob.size;
               progress.filesDone++;
-              context.heartbeat(progress);
+              heartbeat(progress);
             }),
           ),
         );
@@ -182,6 +189,8 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
         throw err;
       }
 
+      context.heartbeat(progress);
+      await blobs.markBlobsStored(input.manifestDigest, abortSignal);
       const result: UploadBlobsResult = {
         blobsTotal: unique.size,
         blobsUploaded: missing.length,

@@ -17,6 +17,7 @@ import { createManifest, type ChunkRef, type ManifestEntry, type ManifestRef } f
 import { unsafePathReason } from '../core/paths';
 import { startProgress, type SkippedSource } from '../core/sync';
 import { nonRetryable, retryable } from './failures';
+import { throttledHeartbeat } from './heartbeat';
 import type { S3BlobStore } from './s3BlobStore';
 
 export interface SnapshotSourceInput {
@@ -251,7 +252,8 @@ export function createLocalSourceActivities(deps: { blobs: S3BlobStore }) {
       };
       const listed = await listSourceFiles(sourcePath, skipped, selection);
       const progress = startProgress('snapshotSource', listed);
-      context.heartbeat(progress);
+      const heartbeat = throttledHeartbeat(context);
+      heartbeat(progress);
 
       const limit = pLimit(HASH_CONCURRENCY);
       const entries: ManifestEntry[] = [];
@@ -264,7 +266,7 @@ export function createLocalSourceActivities(deps: { blobs: S3BlobStore }) {
                 const hashed = await hashStableFile(file, known, (n) => {
                   counted += n;
                   progress.bytesDone += n;
-                  context.heartbeat(progress);
+                  heartbeat(progress);
                 });
                 entries.push({ path: file.relativePath, ...hashed });
                 progress.bytesDone += hashed.size - counted;
@@ -284,11 +286,12 @@ export function createLocalSourceActivities(deps: { blobs: S3BlobStore }) {
               }
             }
             progress.filesDone++;
-            context.heartbeat(progress);
+            heartbeat(progress);
           }),
         ),
       );
 
+      context.heartbeat(progress);
       if (input.requireFiles && entries.length === 0) {
         throw nonRetryable(FailureType.EmptyProject, `no files to sync in ${sourcePath} after ignore rules${selection.include ? ' and include patterns' : ''}`, {
           path: sourcePath,

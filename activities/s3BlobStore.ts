@@ -28,7 +28,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import pLimit from 'p-limit';
-import { blobKey, canonicalManifestJson, manifestKey, manifestProblems, manifestTotals, type Manifest, type ManifestRef } from '../core/manifest';
+import { blobKey, blobsStoredMarkerKey, canonicalManifestJson, manifestKey, manifestProblems, manifestTotals, type Manifest, type ManifestRef } from '../core/manifest';
 
 export interface S3BlobStoreOptions {
   /** Client used for every request. */
@@ -117,6 +117,7 @@ export interface MultipartState {
   uploadId: string;
 }
 
+const EMPTY_SHA256 = createHash('sha256').digest('hex');
 const hexToBase64 = (hex: string) => Buffer.from(hex, 'hex').toString('base64');
 
 function isDigestRejection(err: unknown): boolean {
@@ -350,6 +351,15 @@ export class S3BlobStore {
     const problems = manifestProblems(manifest);
     if (problems.length) throw new MalformedManifestError(digest, problems);
     return manifest as Manifest;
+  }
+
+  /** Whether every blob of the manifest was stored by an upload that finished (see blobsStoredMarkerKey). */
+  blobsMarkedStored(digest: string, abortSignal?: AbortSignal): Promise<boolean> {
+    return this.hasObject(blobsStoredMarkerKey(this.options.prefix, digest), abortSignal);
+  }
+
+  async markBlobsStored(digest: string, abortSignal?: AbortSignal): Promise<void> {
+    await this.putVerified(blobsStoredMarkerKey(this.options.prefix, digest), Buffer.alloc(0), EMPTY_SHA256, abortSignal);
   }
 
   /** A short-lived GET URL for one blob: scoped to that key, expiring in minutes. */

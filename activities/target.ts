@@ -15,6 +15,7 @@ import { compareLanding, describeLandingProblems, entriesNotHeld, landingIsCompl
 import { AgentClient, AgentRequestError, type AgentEndpoint } from './agentClient';
 import { blobStoreFailure } from './blobs';
 import { nonRetryable, retryable } from './failures';
+import { throttledHeartbeat } from './heartbeat';
 import { sessionToken } from './sessionDriver';
 import type { S3BlobStore } from './s3BlobStore';
 
@@ -176,7 +177,8 @@ export function createTargetActivities(deps: TargetDeps) {
         const { bootId } = await agent.health();
         const progress = startProgress('landManifest', files);
         context.heartbeat(progress);
-        const { held } = await hashOnTarget(agent, dir, files, () => context.heartbeat(progress));
+        const heartbeat = throttledHeartbeat(context);
+        const { held } = await hashOnTarget(agent, dir, files, () => heartbeat(progress));
         const needed = entriesNotHeld(files, held);
         const neededBytes = needed.reduce((sum, f) => sum + f.size, 0);
         const totals = {
@@ -232,14 +234,15 @@ export function createTargetActivities(deps: TargetDeps) {
       const files = await loadEntries(input.manifestDigest);
       const { agent, dir } = destinationOf(input);
       const progress = startProgress('verifyLanding', files);
-      context.heartbeat(progress);
+      const heartbeat = throttledHeartbeat(context);
+      heartbeat(progress);
       let bootId: string;
       let listed: TargetFile[];
       try {
         ({ bootId, held: listed } = await hashOnTarget(agent, dir, files, (filesDone, bytesDone) => {
           progress.filesDone = filesDone;
           progress.bytesDone = bytesDone;
-          context.heartbeat(progress);
+          heartbeat(progress);
         }));
       } catch (err) {
         throw agentFailure(err);

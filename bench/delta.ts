@@ -23,8 +23,8 @@ export async function deltaSection(ctx: BenchContext): Promise<SectionResult> {
   const target: Target = {
     section: 'delta',
     target: `1 MiB edit mid-file in a ${set.bytes / 2 ** 20} MiB file: bytes uploaded`,
-    ferry: ferryBytes === null ? 'FAILED' : `${formatBytes(ferryBytes)} in ${fixed(ferry!.seconds, 2)} s`,
-    peer: rcloneUp && rcloneBoth && !rcloneBoth.error ? `${formatBytes(rcloneUp.bytesUploaded)} up, ${secondsText(rcloneBoth)} rclone up+down` : 'FAILED',
+    ferry: ferryBytes === null ? 'FAILED' : `${formatBytes(ferryBytes)} up, ${formatBytes(ferry!.bytesDownloaded ?? null)} down, ${fixed(ferry!.seconds, 2)} s`,
+    peer: rcloneUp && rcloneBoth && !rcloneBoth.error ? `${formatBytes(rcloneUp.bytesUploaded)} up, ${formatBytes(rcloneBoth.bytesDownloaded ?? null)} down, ${secondsText(rcloneBoth)}` : 'FAILED',
     value: ferryBytes === null ? 'FAILED' : formatBytes(ferryBytes),
     goal: `<= ${formatBytes(DELTA_UPLOAD_GOAL_BYTES)} uploaded`,
     met: ferryBytes !== null && ferryBytes <= DELTA_UPLOAD_GOAL_BYTES,

@@ -29,6 +29,7 @@ export interface ResultRow {
     blobsUploaded: number;
     filesLanded: number;
     bytesLanded: number;
+    bytesReused: number;
     filesVerified: number;
   };
   error?: string;

@@ -32,7 +32,7 @@ async function ferryRun(ctx: BenchContext, set: DataSet, scenario: Scenario, ses
     const result = await syncResult(await startSync(stack, workflowId, sessionId, set.dir), ctx.options.timeoutSeconds * 1000);
     const seconds = elapsed(started);
     const cpu = process.cpuUsage(cpuBefore);
-    Object.assign(row, { seconds, mbPerSec: throughput(set, seconds), bytesUploaded: result.bytesUploaded });
+    Object.assign(row, { seconds, mbPerSec: throughput(set, seconds), bytesUploaded: result.bytesUploaded, bytesDownloaded: result.bytesDownloaded });
     row.ferry = {
       workflowId,
       processCpuSeconds: (cpu.user + cpu.system) / 1e6,
@@ -41,6 +41,7 @@ async function ferryRun(ctx: BenchContext, set: DataSet, scenario: Scenario, ses
       blobsUploaded: result.blobsUploaded,
       filesLanded: result.filesLanded,
       bytesLanded: result.bytesLanded,
+      bytesReused: result.bytesReused,
       filesVerified: result.filesVerified,
     };
     if (result.filesTotal !== set.files || result.filesVerified !== set.files) {

@@ -55,6 +55,15 @@ export function manifestKey(prefix: string, digest: string): string {
   return `${prefix}manifests/sha256/${digest}.json`;
 }
 
+/**
+ * Written (empty) once every blob of the manifest is stored, so a re-sync
+ * of the same snapshot skips listing them. Blobs are never deleted by ferry;
+ * a lifecycle rule that expires blobs must expire these markers first.
+ */
+export function blobsStoredMarkerKey(prefix: string, digest: string): string {
+  return `${prefix}manifests/sha256/${digest}.blobs-stored`;
+}
+
 function comparePaths(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }

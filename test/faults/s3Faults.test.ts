@@ -13,14 +13,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { WorkflowFailedError } from '@temporalio/client';
 import { S3BlobStore, createS3Clients } from '../../activities/s3BlobStore';
 import { summarizeHistory } from '../../client/history';
 import { sessionRoot, type SyncInput, type SyncResult } from '../../core/sync';
 import { buildTimeline, type TimelineStep } from '../../core/timeline';
-import { seededBytes, sha256, treeHashes, waitFor, writeTree } from '../support/fixtures';
+import { chunksOf, seededBytes, sha256, treeHashes, waitFor, writeTree } from '../support/fixtures';
 import { startS3FaultProxy, type S3FaultProxy, type S3Operation, type S3Request } from '../support/s3FaultProxy';
 import { resultOf, startTestStack, type TestStack } from '../support/testStack';
 
@@ -188,36 +187,33 @@ describe('sync through S3 faults', () => {
     );
   });
 
-  it('a PUT, an UploadPart and a CompleteMultipartUpload whose answers are lost after S3 committed them end as one correct blob', BOUNDED, async (t) => {
+  it('a PUT of a small blob and a PUT of one chunk of a large file whose answers are lost after S3 committed them end as correct blobs', BOUNDED, async (t) => {
     const small = seededBytes(70_000, 301);
-    // Above the 16 MiB multipart threshold: three parts of at most 8 MiB.
+    // Above the 8 MiB chunking threshold: stored as content-defined chunks.
     const large = seededBytes((17 << 20) + 12_345, 302);
     const { root, hashes } = await writeSource('drop-after-commit', { 'small.bin': small, 'large.bin': large });
-    const largeKey = blobKeyOf(large);
+    const chunks = chunksOf(large);
+    assert.ok(chunks.length >= 3, `${chunks.length} chunks`);
+    const secondChunkKey = blobKeyOf(chunks[1]);
     faults().inject({ match: onObject('PutObject', blobKeyOf(small)), fault: 'dropAfterCommit', times: 1 });
-    faults().inject({ match: (request) => onObject('UploadPart', largeKey)(request) && request.query.get('partNumber') === '2', fault: 'dropAfterCommit', times: 1 });
-    faults().inject({ match: onObject('CompleteMultipartUpload', largeKey), fault: 'dropAfterCommit', times: 1 });
+    faults().inject({ match: onObject('PutObject', secondChunkKey), fault: 'dropAfterCommit', times: 1 });
 
     const { workflowId, result } = await sync({ sessionId: 'drop-after-commit', source: { path: root } });
     const summary = await result;
 
     assertVerified(summary, hashes);
-    assert.equal(faults().injected('dropAfterCommit'), 3);
+    assert.equal(faults().injected('dropAfterCommit'), 2);
     const dropped = faults().requests((request) => request.fault === 'dropAfterCommit');
-    assert.deepEqual(dropped.map((request) => request.status), [200, 200, 200], 'S3 committed every write whose answer was dropped');
-    const partTwo = faults().requests((request) => onObject('UploadPart', largeKey)(request) && request.query.get('partNumber') === '2');
-    assert.ok(partTwo.length >= 2, 'part 2 was sent again after its answer was lost');
+    assert.deepEqual(dropped.map((request) => request.status), [200, 200], 'S3 committed every write whose answer was dropped');
+    assert.ok(faults().requests(onObject('PutObject', secondChunkKey)).length >= 2, 'the chunk was sent again after its answer was lost');
     assert.ok(faults().requests(onObject('PutObject', blobKeyOf(small))).length >= 2, 'the PUT was sent again after its answer was lost');
-    for (const content of [small, large]) await assertStoredIntact(content);
-    const uploads = await directClient.send(new ListMultipartUploadsCommand({ Bucket: stack.config.s3.bucket, Prefix: largeKey }));
-    assert.deepEqual(uploads.Uploads ?? [], [], 'no multipart upload is left open');
+    for (const content of [small, ...chunks]) await assertStoredIntact(content);
+    assert.equal(await direct.hasObject(blobKeyOf(large)), false, 'the large file is stored as its chunks only');
     await assertLandedExactly('drop-after-commit', hashes);
     const history = await steps(workflowId);
     t.diagnostic(
       `dropAfterCommit injected ${faults().injected('dropAfterCommit')}; PUT small.bin ×${faults().requests(onObject('PutObject', blobKeyOf(small))).length}; ` +
-        `UploadPart 2 ×${partTwo.length}; CompleteMultipartUpload ×${faults().requests(onObject('CompleteMultipartUpload', largeKey)).length}; ` +
-        `CreateMultipartUpload ×${faults().requests(onObject('CreateMultipartUpload', largeKey)).length}; ` +
-        `S3 statuses of the resent Complete: ${faults().requests(onObject('CompleteMultipartUpload', largeKey)).map((request) => request.status).join(', ')}; uploadBlobs attempts ${history.get('uploadBlobs')?.attempts}` +
+        `PUT chunk 2 of ${chunks.length} ×${faults().requests(onObject('PutObject', secondChunkKey)).length}; uploadBlobs attempts ${history.get('uploadBlobs')?.attempts}` +
         (history.get('uploadBlobs')?.lastRetryFailure ? ` (retried after ${history.get('uploadBlobs')?.lastRetryFailure?.type}: ${history.get('uploadBlobs')?.lastRetryFailure?.message})` : ''),
     );
   });

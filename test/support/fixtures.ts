@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ChunkSplitter } from '../../core/chunking';
 
 /** Writes `files` (relative path → content) under `root`. */
 export async function writeTree(root: string, files: Record<string, string | Buffer>): Promise<void> {
@@ -26,6 +27,16 @@ export function seededBytes(size: number, seed: number): Buffer {
     for (let byte = 0; byte < 4 && i + byte < size; byte++) buffer[i + byte] = (x >>> (8 * byte)) & 0xff;
   }
   return buffer;
+}
+
+/** The content-defined chunks (core/chunking) `content` is stored as, fed in writes of `writeBytes`. */
+export function chunksOf(content: Buffer, writeBytes = content.length || 1): Buffer[] {
+  const chunks: Buffer[] = [];
+  const splitter = new ChunkSplitter();
+  const keep = (chunk: Buffer) => chunks.push(Buffer.from(chunk));
+  for (let offset = 0; offset < content.length; offset += writeBytes) splitter.write(content.subarray(offset, offset + writeBytes), keep);
+  splitter.end(keep);
+  return chunks;
 }
 
 export const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex');

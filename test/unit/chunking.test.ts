@@ -1,21 +1,14 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { CHUNKING, ChunkSplitter, chunkEnd, chunkingParamsProblems, type ChunkingParams } from '../../core/chunking';
+import { CHUNKING, ChunkSplitter, chunkEnd, chunkingParamsProblems } from '../../core/chunking';
 import { COARSE_RACY_MARGIN_NS, HashCache, RACY_MARGIN_NS, type StatSignature } from '../../core/hashCache';
-import { seededBytes } from '../support/fixtures';
+import { chunksOf, seededBytes } from '../support/fixtures';
 
 const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 
 /** Chunks of `data` fed in writes of `writeBytes`. */
-function split(data: Buffer, writeBytes: number, params: ChunkingParams = CHUNKING): Buffer[] {
-  const splitter = new ChunkSplitter(params);
-  const chunks: Buffer[] = [];
-  const keep = (chunk: Buffer) => chunks.push(Buffer.from(chunk));
-  for (let offset = 0; offset < data.length; offset += writeBytes) splitter.write(data.subarray(offset, offset + writeBytes), keep);
-  splitter.end(keep);
-  return chunks;
-}
+const split = chunksOf;
 
 describe('core/chunking (FastCDC)', () => {
   const data = seededBytes(40 << 20, 7);

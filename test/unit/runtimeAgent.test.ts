@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { test, type TestContext } from 'node:test';
 import type { AgentError, AgentHealth, ExecResult, LandFile, LandStreamEvent, ListFilesStreamEvent } from '../../core/agentProtocol';
-import { ChunkSplitter } from '../../core/chunking';
+import { chunksOf } from '../support/fixtures';
 import { startAgent, type RunningAgent } from '../../runtime/agent';
 import type { AgentLogger } from '../../runtime/log';
 
@@ -610,11 +610,7 @@ test('at start the agent removes the temp files of landings an earlier process l
 
 /** The land request entry of a file stored as chunks, each chunk served by `blobs`. */
 function chunkedLandFile(blobs: BlobServer, path: string, body: Buffer): LandFile {
-  const chunks: { sha256: string; size: number; url: string }[] = [];
-  const splitter = new ChunkSplitter();
-  const add = (chunk: Buffer) => chunks.push({ sha256: sha256(chunk), size: chunk.length, url: blobs.put(sha256(chunk), Buffer.from(chunk)) });
-  splitter.write(body, add);
-  splitter.end(add);
+  const chunks = chunksOf(body).map((chunk) => ({ sha256: sha256(chunk), size: chunk.length, url: blobs.put(sha256(chunk), chunk) }));
   return { path, size: body.length, mode: 0o644, sha256: sha256(body), chunks };
 }
 
