@@ -131,7 +131,7 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
       const what = blob.entry.chunks ? `bytes ${blob.offset}-${blob.offset + blob.size} hash to ${actual}` : actual;
       throw new SourceChangedError(blob.entry.path, blob.sha256, what);
     }
-    await blobs.putVerified(blobs.blobKey(blob.sha256), body.subarray(0, blob.size), blob.sha256, abortSignal);
+    await blobs.putBlob(blob.sha256, body.subarray(0, blob.size), abortSignal);
   }
 
   return {

@@ -5,17 +5,20 @@
  */
 import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { lstat, open, readFile, readdir, realpath, stat } from 'node:fs/promises';
+import { lstat, open, readFile, readdir, realpath, stat, type FileHandle } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { Context } from '@temporalio/activity';
 import ignore, { type Ignore } from 'ignore';
 import pLimit from 'p-limit';
-import { ChunkSplitter, isChunkedSize } from '../core/chunking';
+import { Piscina } from 'piscina';
+import { isChunkedSize } from '../core/chunking';
 import { FailureType } from '../core/errors';
 import { HashCache, statSignature, type StatSignature } from '../core/hashCache';
 import { createManifest, type ChunkRef, type ManifestEntry, type ManifestRef } from '../core/manifest';
 import { unsafePathReason } from '../core/paths';
 import { startProgress, type SkippedSource } from '../core/sync';
+import type { ChunkFileResult, ChunkFileTask } from './chunkHashWorker';
 import { nonRetryable, retryable } from './failures';
 import { throttledHeartbeat } from './heartbeat';
 import type { S3BlobStore } from './s3BlobStore';
@@ -43,6 +46,7 @@ const IGNORE_FILES = ['.gitignore', '.ferryignore'];
 /** Never synced: version-control internals are not project files. */
 const ALWAYS_IGNORED = ['.git/'];
 const HASH_CONCURRENCY = 4;
+const STAT_CONCURRENCY = 32;
 /** A file is re-read this many times when it changes under us before the attempt gives up. */
 const MAX_READS_PER_FILE = 3;
 
@@ -95,6 +99,15 @@ async function listSourceFiles(root: string, skipped: SkippedSource[], selection
   const files: ListedFile[] = [];
   const realRoot = await realpath(root);
   const rootLevel: IgnoreLevel = { base: '', rules: ignore().add(ALWAYS_IGNORED) };
+  const statLimit = pLimit(STAT_CONCURRENCY);
+  const lstatOrVanished = async (absolutePath: string): Promise<BigIntStats | 'vanished'> => {
+    try {
+      return await lstat(absolutePath, { bigint: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'vanished';
+      throw err;
+    }
+  };
 
   const walk = async (directory: string, relativeDir: string, levels: IgnoreLevel[]): Promise<void> => {
     const own = await readIgnoreLevel(directory, relativeDir);
@@ -106,23 +119,23 @@ async function listSourceFiles(root: string, skipped: SkippedSource[], selection
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return skipVanished(relativeDir);
       throw err;
     }
-    for (const name of names) {
-      const relativePath = relativeDir === '' ? name : `${relativeDir}/${name}`;
+    const relativePathOf = (name: string) => (relativeDir === '' ? name : `${relativeDir}/${name}`);
+    // One lstat per entry, several at once: a stat is all a remembered file costs, so their latency is the snapshot's.
+    const entries = await Promise.all(
+      names.map((name) => (unsafePathReason(relativePathOf(name)) ? undefined : statLimit(() => lstatOrVanished(path.join(directory, name))))),
+    );
+    for (const [index, name] of names.entries()) {
+      const relativePath = relativePathOf(name);
       const absolutePath = path.join(directory, name);
       const reason = unsafePathReason(relativePath);
       if (reason) {
         skipped.push({ path: relativePath, reason: `name cannot be synced safely: ${reason}` });
         continue;
       }
-      let info: BigIntStats;
-      try {
-        info = await lstat(absolutePath, { bigint: true });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-          skipVanished(relativePath);
-          continue;
-        }
-        throw err;
+      let info = entries[index];
+      if (info === 'vanished' || info === undefined) {
+        skipVanished(relativePath);
+        continue;
       }
       const isLink = info.isSymbolicLink();
       if (isLink) {
@@ -185,16 +198,48 @@ interface FileDigest {
   chunks?: ChunkRef[];
 }
 
-/** Reads per file are this big: large enough that splitting chunks copies little. */
+/** Reads per file are this big: large enough that a read costs little per byte. */
 const READ_BLOCK_BYTES = 8 << 20;
 const nowNs = () => BigInt(Date.now()) * 1_000_000n;
 
+/** Splits and hashes one file's chunks in another thread; see chunkHashWorker. */
+export type ChunkFile = (task: ChunkFileTask) => Promise<ChunkFileResult>;
+
 /**
- * Hashes a file (and its chunks, when it is large enough to be chunked) and
- * checks it did not change while being read (size, mtime, ctime and byte
- * count). A file whose stat signature `known` remembers is not read again.
+ * Worker threads for chunking, one less than the cores (at least one), so the
+ * activity's thread hashes the whole file at the same time. Threads start on
+ * first use and end when idle, so a worker that syncs no large file has none.
  */
-async function hashStableFile(file: ListedFile, known: HashCache<FileDigest>, onBytes: (n: number) => void): Promise<FileDigest & { mode: number }> {
+function chunkingPool(): ChunkFile {
+  let pool: Piscina<ChunkFileTask, ChunkFileResult> | undefined;
+  return (task) => {
+    pool ??= new Piscina({ filename: path.join(__dirname, 'chunkHashWorker.js'), minThreads: 0, maxThreads: Math.max(1, availableParallelism() - 1), idleTimeout: 2_000 });
+    return pool.run(task);
+  };
+}
+
+async function sha256OfFile(handle: FileHandle, size: number, onBytes: (n: number) => void): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
+  // One byte more than the size reveals a file that grew; small files are read in one go.
+  const buffer = Buffer.allocUnsafe(Math.min(READ_BLOCK_BYTES, size + 1));
+  let bytes = 0;
+  for (;;) {
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, bytes);
+    if (bytesRead === 0) break;
+    hash.update(buffer.subarray(0, bytesRead));
+    bytes += bytesRead;
+    onBytes(bytesRead);
+  }
+  return { sha256: hash.digest('hex'), size: bytes };
+}
+
+/**
+ * Hashes a file (and its chunks, in another thread, when it is large enough
+ * to be chunked) and checks it did not change while being read (size,
+ * mtime, ctime and byte counts). A file whose stat signature `known`
+ * remembers is not read again.
+ */
+async function hashStableFile(file: ListedFile, known: HashCache<FileDigest>, chunkFile: ChunkFile, onBytes: (n: number) => void): Promise<FileDigest & { mode: number }> {
   const cached = known.get(file.absolutePath, file.signature);
   if (cached) {
     onBytes(cached.size);
@@ -204,28 +249,14 @@ async function hashStableFile(file: ListedFile, known: HashCache<FileDigest>, on
   try {
     const before = await handle.stat({ bigint: true });
     const readStartedNs = nowNs();
-    const hash = createHash('sha256');
-    const splitter = isChunkedSize(Number(before.size)) ? new ChunkSplitter() : undefined;
-    const chunks: ChunkRef[] = [];
-    const addChunk = (chunk: Buffer) => chunks.push({ sha256: createHash('sha256').update(chunk).digest('hex'), size: chunk.length });
-    // One byte more than the size reveals a file that grew; small files are read in one go.
-    const buffer = Buffer.allocUnsafe(Math.min(READ_BLOCK_BYTES, Number(before.size) + 1));
-    let bytes = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(buffer, 0, buffer.length, bytes);
-      if (bytesRead === 0) break;
-      const block = buffer.subarray(0, bytesRead);
-      hash.update(block);
-      splitter?.write(block, addChunk);
-      bytes += bytesRead;
-      onBytes(bytesRead);
-    }
-    splitter?.end(addChunk);
+    const size = Number(before.size);
+    const [whole, chunked] = await Promise.all([sha256OfFile(handle, size, onBytes), isChunkedSize(size) ? chunkFile({ absolutePath: file.absolutePath }) : undefined]);
     const after = await handle.stat({ bigint: true });
-    if (BigInt(bytes) !== before.size || after.size !== before.size || after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs) {
+    const sizes = chunked ? [whole.size, chunked.size] : [whole.size];
+    if (sizes.some((read) => BigInt(read) !== before.size) || after.size !== before.size || after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs) {
       throw new FileChangedError(file.relativePath);
     }
-    const digest: FileDigest = { sha256: hash.digest('hex'), size: bytes, ...(splitter ? { chunks } : {}) };
+    const digest: FileDigest = { ...whole, ...(chunked ? { chunks: chunked.chunks } : {}) };
     known.set(file.absolutePath, statSignature(before), readStartedNs, digest);
     return { ...digest, mode: Number(before.mode & 0o777n) };
   } finally {
@@ -236,6 +267,7 @@ async function hashStableFile(file: ListedFile, known: HashCache<FileDigest>, on
 export function createLocalSourceActivities(deps: { blobs: S3BlobStore }) {
   // Per worker process: a no-change snapshot costs a stat per file (DESIGN principle 8).
   const known = new HashCache<FileDigest>();
+  const chunkFile = chunkingPool();
   return {
     /** Walks the source folder, hashes every file and stores the manifest; returns a reference to it. */
     async snapshotSource(input: SnapshotSourceInput): Promise<SnapshotSourceResult> {
@@ -257,39 +289,37 @@ export function createLocalSourceActivities(deps: { blobs: S3BlobStore }) {
 
       const limit = pLimit(HASH_CONCURRENCY);
       const entries: ManifestEntry[] = [];
-      await Promise.all(
-        listed.map((file) =>
-          limit(async () => {
-            for (let read = 1; ; read++) {
-              let counted = 0;
-              try {
-                const hashed = await hashStableFile(file, known, (n) => {
-                  counted += n;
-                  progress.bytesDone += n;
-                  heartbeat(progress);
-                });
-                entries.push({ path: file.relativePath, ...hashed });
-                progress.bytesDone += hashed.size - counted;
-                break;
-              } catch (err) {
-                progress.bytesDone -= counted;
-                if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-                  skipped.push({ path: file.relativePath, reason: 'vanished before it could be read' });
-                  break;
-                }
-                if (!(err instanceof FileChangedError)) throw err;
-                if (read >= MAX_READS_PER_FILE) {
-                  throw retryable(FailureType.FileChangedDuringRead, `${JSON.stringify(file.relativePath)} kept changing while it was read (${read} reads)`, {
-                    path: file.relativePath,
-                  });
-                }
-              }
+      const hashOne = async (file: ListedFile): Promise<void> => {
+        for (let read = 1; ; read++) {
+          let counted = 0;
+          try {
+            const hashed = await hashStableFile(file, known, chunkFile, (n) => {
+              counted += n;
+              progress.bytesDone += n;
+              heartbeat(progress);
+            });
+            entries.push({ path: file.relativePath, ...hashed });
+            progress.bytesDone += hashed.size - counted;
+            break;
+          } catch (err) {
+            progress.bytesDone -= counted;
+            if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+              skipped.push({ path: file.relativePath, reason: 'vanished before it could be read' });
+              break;
             }
-            progress.filesDone++;
-            heartbeat(progress);
-          }),
-        ),
-      );
+            if (!(err instanceof FileChangedError)) throw err;
+            if (read >= MAX_READS_PER_FILE) {
+              throw retryable(FailureType.FileChangedDuringRead, `${JSON.stringify(file.relativePath)} kept changing while it was read (${read} reads)`, {
+                path: file.relativePath,
+              });
+            }
+          }
+        }
+        progress.filesDone++;
+        heartbeat(progress);
+      };
+      // A remembered file is not read, so it does not wait for a reading slot.
+      await Promise.all(listed.map((file) => (known.get(file.absolutePath, file.signature) ? hashOne(file) : limit(() => hashOne(file)))));
 
       context.heartbeat(progress);
       if (input.requireFiles && entries.length === 0) {

@@ -124,12 +124,15 @@ function isDigestRejection(err: unknown): boolean {
   return err instanceof S3ServiceException && ['BadDigest', 'XAmzContentSHA256Mismatch', 'InvalidDigest'].includes(err.name);
 }
 
+/** Blobs remembered as stored (about 100 bytes each), so re-syncs of edited trees check only what is new. */
+const KNOWN_STORED_BLOBS = 1_000_000;
 /** Manifest entries kept in memory across the manifests last read (about 150 bytes each). */
 const MANIFEST_CACHE_ENTRIES = 500_000;
 
 export class S3BlobStore {
   private readonly listing: ListingTuning;
   private readonly manifests = new Map<string, Manifest>();
+  private readonly knownStored = new Set<string>();
   private manifestEntries = 0;
 
   constructor(private readonly options: S3BlobStoreOptions) {
@@ -163,11 +166,31 @@ export class S3BlobStore {
    * Which of these blobs the store already holds. Many blobs are checked by
    * listing the blob prefix (1,000 keys a request) with a page budget scaled
    * to the request, so a huge bucket cannot make it slow; keys past what the
-   * budget covered are checked one by one.
+   * budget covered are checked one by one. Blobs are immutable and ferry
+   * never deletes them, so one this store saw stored is not asked about again.
    */
   async findStoredBlobs(sha256s: string[], abortSignal?: AbortSignal): Promise<Set<string>> {
-    const wanted = [...new Set(sha256s)];
     const stored = new Set<string>();
+    const wanted: string[] = [];
+    for (const sha of new Set(sha256s)) {
+      if (this.knownStored.has(sha)) stored.add(sha);
+      else wanted.push(sha);
+    }
+    try {
+      await this.findUnknownBlobs(wanted, stored, abortSignal);
+    } finally {
+      for (const sha of stored) this.rememberStored(sha);
+    }
+    return stored;
+  }
+
+  private rememberStored(sha256: string): void {
+    this.knownStored.delete(sha256);
+    this.knownStored.add(sha256);
+    if (this.knownStored.size > KNOWN_STORED_BLOBS) this.knownStored.delete(this.knownStored.values().next().value as string);
+  }
+
+  private async findUnknownBlobs(wanted: string[], stored: Set<string>, abortSignal?: AbortSignal): Promise<void> {
     let coveredUpTo = '';
     if (wanted.length >= this.listing.fromBlobs) {
       const wantedKeys = new Map(wanted.map((sha) => [this.blobKey(sha), sha]));
@@ -187,7 +210,7 @@ export class S3BlobStore {
           const sha = wantedKeys.get(object.Key ?? '');
           if (sha) stored.add(sha);
         }
-        if (!listing.IsTruncated) return stored;
+        if (!listing.IsTruncated) return;
         coveredUpTo = listing.Contents?.at(-1)?.Key ?? coveredUpTo;
         continuationToken = listing.NextContinuationToken;
       }
@@ -202,7 +225,12 @@ export class S3BlobStore {
           }),
         ),
     );
-    return stored;
+  }
+
+  /** Stores one blob (a small file's body or a chunk) under its sha256. */
+  async putBlob(sha256: string, body: Buffer, abortSignal?: AbortSignal): Promise<void> {
+    await this.putVerified(this.blobKey(sha256), body, sha256, abortSignal);
+    this.rememberStored(sha256);
   }
 
   /** Stores `body` under its sha256, which S3 checks against the bytes it receives. */

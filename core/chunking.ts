@@ -17,8 +17,8 @@ export interface ChunkingParams {
   maxBytes: number;
 }
 
-/** 256 KiB / 1 MiB / 4 MiB: a 1 MB edit costs about three chunks, and a 500 MB file about 500 entries. */
-export const CHUNKING: ChunkingParams = { minBytes: 256 << 10, averageBytes: 1 << 20, maxBytes: 4 << 20 };
+/** 128 KiB / 512 KiB / 2 MiB: a 1 MB edit costs about 2 MB of chunks, and a 500 MB file about 1,000 entries. */
+export const CHUNKING: ChunkingParams = { minBytes: 128 << 10, averageBytes: 512 << 10, maxBytes: 2 << 20 };
 
 /** Files at least this big are chunked; smaller ones are one blob. */
 export const CHUNKED_FROM_BYTES = 8 << 20;

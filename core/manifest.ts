@@ -120,7 +120,7 @@ export function entriesProblems(files: unknown[]): string[] {
   return problems;
 }
 
-/** Most chunks one file may have: a 4 TiB file at the average chunk size. */
+/** Most chunks one file may have: a 2 TiB file at the average chunk size. */
 const MAX_CHUNKS_PER_FILE = 4 << 20;
 
 function chunksProblem(chunks: unknown, size: unknown): string | undefined {

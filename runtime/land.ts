@@ -28,10 +28,10 @@ import type { UrlAllowlist } from './urlAllowlist';
 
 /** Files landed at once: a small file costs a request, so many overlap. */
 const DOWNLOAD_CONCURRENCY = 16;
-/** Of those, chunked files: each holds CHUNKS_AHEAD chunks (up to 4 MiB each) in memory. */
+/** Of those, chunked files: each holds CHUNKS_AHEAD chunks (up to 2 MiB each) in memory. */
 const CHUNKED_FILE_CONCURRENCY = 4;
 /** Chunks of one file fetched ahead of the one being written. */
-const CHUNKS_AHEAD = 3;
+const CHUNKS_AHEAD = 4;
 /** A blob server that sends nothing for this long is treated as dead. */
 const BLOB_IDLE_TIMEOUT_MS = 60_000;
 const TEMP_PREFIX = '.ferry-tmp-';
@@ -223,9 +223,46 @@ const blobLabel = (file: LandFile) => `blob for ${JSON.stringify(file.path)}`;
 const chunkLabel = (file: LandFile, index: number) => `chunk ${index + 1} of ${file.chunks?.length} of ${JSON.stringify(file.path)}`;
 const sha256Of = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 
-/** Where each wanted chunk sits in the file already at `path`: that file is split the same way the worker split the new one. */
-async function chunksAlreadyHeld(existing: FileHandle, wanted: Set<string>, signal: AbortSignal): Promise<Map<string, { offset: number; size: number }>> {
-  const held = new Map<string, { offset: number; size: number }>();
+type HeldChunks = Map<string, { offset: number; size: number }>;
+
+/** Past this many bytes of chunks not found where they sit in the new version, the old file is split to find them elsewhere. */
+const SPLIT_OLD_FILE_FROM_BYTES = 8 << 20;
+
+/**
+ * Where the new version's chunks sit in the file already at its path. An
+ * edit in place leaves every other chunk at its offset, which costs one read
+ * and hash per chunk to confirm; when much is missing (bytes inserted or
+ * removed shift everything after them), the old file is split the way the
+ * worker split the new one, to find chunks wherever they moved.
+ */
+async function chunksAlreadyHeld(existing: FileHandle, chunks: LandChunk[], signal: AbortSignal): Promise<HeldChunks> {
+  const held: HeldChunks = new Map();
+  const existingSize = (await existing.stat()).size;
+  const missing = new Set<string>();
+  let missingBytes = 0;
+  let offset = 0;
+  for (const chunk of chunks) {
+    signal.throwIfAborted();
+    if (!held.has(chunk.sha256) && offset + chunk.size <= existingSize) {
+      const bytes = Buffer.allocUnsafe(chunk.size);
+      const { bytesRead } = await existing.read(bytes, 0, chunk.size, offset);
+      if (bytesRead === chunk.size && sha256Of(bytes) === chunk.sha256) held.set(chunk.sha256, { offset, size: chunk.size });
+    }
+    if (!held.has(chunk.sha256)) {
+      missing.add(chunk.sha256);
+      missingBytes += chunk.size;
+    }
+    offset += chunk.size;
+  }
+  if (missingBytes > SPLIT_OLD_FILE_FROM_BYTES) {
+    for (const [sha256, place] of await chunksBySplitting(existing, missing, signal)) if (!held.has(sha256)) held.set(sha256, place);
+  }
+  return held;
+}
+
+/** Where each wanted chunk sits in `existing`, found by splitting it into chunks. */
+async function chunksBySplitting(existing: FileHandle, wanted: Set<string>, signal: AbortSignal): Promise<HeldChunks> {
+  const held: HeldChunks = new Map();
   const splitter = new ChunkSplitter();
   const buffer = Buffer.allocUnsafe(8 << 20);
   let offset = 0;
@@ -260,7 +297,7 @@ async function assembleChunks(
 ): Promise<FileOutcome> {
   const existing = await openRegularFile(finalPath);
   try {
-    const held = existing ? await chunksAlreadyHeld(existing, new Set(chunks.map((c) => c.sha256)), signal) : new Map<string, { offset: number; size: number }>();
+    const held: HeldChunks = existing ? await chunksAlreadyHeld(existing, chunks, signal) : new Map();
     const outcome = { kind: 'landed' as const, bytesDownloaded: 0, bytesReused: 0 };
     const chunkBytes = async (index: number): Promise<Buffer> => {
       const chunk = chunks[index];

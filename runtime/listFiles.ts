@@ -16,7 +16,7 @@ import { NdjsonStream, ProgressTicker } from './http';
 import { isLandTempName } from './land';
 import type { AgentLogger } from './log';
 
-const HASH_CONCURRENCY = 8;
+const HASH_CONCURRENCY = 16;
 
 type ListedFile = Omit<HashedFile, 'sha256'> & { sha256?: string };
 

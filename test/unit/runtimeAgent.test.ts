@@ -637,6 +637,13 @@ test('a chunked file lands from its chunks; its next version reuses the chunks a
   assert.equal(blobs.requests.length - fetchedBefore, newChunks.length, 'only the changed chunks were fetched');
   assert.ok(downloaded <= 5 << 20, `${downloaded} bytes downloaded for a 1 MiB edit`);
   assert.deepEqual(await treeOf(join(root, 'data')), ['big.bin']);
+
+  // Bytes inserted near the start shift every later chunk: the agent splits the old file to find them where they moved.
+  const third = Buffer.concat([second.subarray(0, 1 << 20), Buffer.from('inserted line\n'), second.subarray(1 << 20)]);
+  const thirdFile = chunkedLandFile(blobs, 'big.bin', third);
+  const shifted = finalEvent(await land(agent, 'data', [thirdFile]));
+  assert.ok((await readFile(join(root, 'data/big.bin'))).equals(third));
+  assert.ok(shifted.type === 'result' && (shifted.bytesDownloaded ?? Infinity) <= 4 << 20 && (shifted.bytesReused ?? 0) >= third.length - (4 << 20), JSON.stringify(shifted));
 });
 
 test('a chunk that does not match its sha256 fails the file with ChecksumMismatch naming the chunk, and the previous version stays', async (t) => {
