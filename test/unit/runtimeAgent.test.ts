@@ -632,9 +632,15 @@ test('a chunked file lands from its chunks; its next version reuses the chunks a
   const delta = finalEvent(await land(agent, 'data', [secondFile]));
   assert.ok((await readFile(join(root, 'data/big.bin'))).equals(second));
   assert.equal(delta.type, 'result');
-  const downloaded = newChunks.reduce((sum, c) => sum + c.size, 0);
-  assert.deepEqual(delta.type === 'result' && [delta.filesLanded, delta.bytesDownloaded, delta.bytesReused], [1, downloaded, second.length - downloaded]);
-  assert.equal(blobs.requests.length - fetchedBefore, newChunks.length, 'only the changed chunks were fetched');
+  assert.ok(delta.type === 'result');
+  const downloaded = delta.bytesDownloaded ?? Infinity;
+  assert.equal(delta.filesLanded, 1);
+  assert.equal(downloaded + (delta.bytesReused ?? 0), second.length);
+  // A new chunk whose bytes the old file holds at the same offset is copied too, so at most the new chunks are fetched.
+  const fetched = blobs.requests.slice(fetchedBefore);
+  const newUrls = new Set(newChunks.map((chunk) => new URL(chunk.url).pathname));
+  assert.ok(fetched.length >= 1 && fetched.every((request) => newUrls.has(request)), 'only changed chunks were fetched');
+  assert.ok(downloaded <= newChunks.reduce((sum, c) => sum + c.size, 0));
   assert.ok(downloaded <= 5 << 20, `${downloaded} bytes downloaded for a 1 MiB edit`);
   assert.deepEqual(await treeOf(join(root, 'data')), ['big.bin']);
 
