@@ -225,10 +225,11 @@ async function sha256OfFile(handle: FileHandle, size: number, onBytes: (n: numbe
   let bytes = 0;
   for (;;) {
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, bytes);
-    if (bytesRead === 0) break;
     hash.update(buffer.subarray(0, bytesRead));
     bytes += bytesRead;
     onBytes(bytesRead);
+    // A regular file reads short only at its end: no extra read to see 0 bytes (a syscall per file counts on big trees).
+    if (bytesRead < buffer.length) break;
   }
   return { sha256: hash.digest('hex'), size: bytes };
 }

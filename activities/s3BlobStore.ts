@@ -16,10 +16,8 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
-  ListPartsCommand,
   NotFound,
   NoSuchKey,
-  NoSuchUpload,
   PutObjectCommand,
   S3Client,
   S3ServiceException,
@@ -473,25 +471,6 @@ export class S3BlobStore {
       new CreateMultipartUploadCommand({ Bucket: this.options.bucket, Key: this.blobKey(sha256), ChecksumAlgorithm: 'SHA256' }),
     );
     return { sha256, uploadId: response.UploadId! };
-  }
-
-  /** Parts already stored for an upload, or undefined when the upload no longer exists. */
-  async listUploadedParts(state: MultipartState): Promise<CompletedPart[] | undefined> {
-    const parts: CompletedPart[] = [];
-    let marker: string | undefined;
-    try {
-      for (;;) {
-        const page = await this.options.client.send(
-          new ListPartsCommand({ Bucket: this.options.bucket, Key: this.blobKey(state.sha256), UploadId: state.uploadId, PartNumberMarker: marker }),
-        );
-        for (const part of page.Parts ?? []) parts.push({ PartNumber: part.PartNumber, ETag: part.ETag, ChecksumSHA256: part.ChecksumSHA256 });
-        if (!page.IsTruncated) return parts;
-        marker = page.NextPartNumberMarker;
-      }
-    } catch (err) {
-      if (err instanceof NoSuchUpload || err instanceof NotFound) return undefined;
-      throw err;
-    }
   }
 
   async uploadPart(state: MultipartState, partNumber: number, body: Buffer, abortSignal?: AbortSignal): Promise<CompletedPart> {

@@ -55,9 +55,10 @@ async function readSha256(handle: FileHandle, signal?: AbortSignal): Promise<{ s
   for (;;) {
     signal?.throwIfAborted();
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, size);
-    if (bytesRead === 0) break;
     hash.update(buffer.subarray(0, bytesRead));
     size += bytesRead;
+    // A regular file reads short only at its end.
+    if (bytesRead < buffer.length) break;
   }
   return { size, sha256: hash.digest('hex') };
 }

@@ -33,7 +33,6 @@ const IAM_ACTION_OF_COMMAND: Record<string, string> = {
   UploadPartCommand: 's3:PutObject',
   CompleteMultipartUploadCommand: 's3:PutObject',
   AbortMultipartUploadCommand: 's3:AbortMultipartUpload',
-  ListPartsCommand: 's3:ListMultipartUploadParts',
   ListObjectsV2Command: 's3:ListBucket',
   DeleteObjectsCommand: 's3:DeleteObject',
   RunTaskCommand: 'ecs:RunTask',
