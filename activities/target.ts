@@ -78,8 +78,8 @@ export function agentFailure(err: unknown): unknown {
  * The batch's entries as land requests: a presigned URL for each entry's
  * blob, or for each of its chunks. Blobs named twice share one URL: a
  * signature costs about a millisecond, and trees of many identical files
- * (empty ones above all) are common. URLs are signed per batch, so none is
- * older than one batch's landing.
+ * (empty ones above all) are common. URLs are signed per batch, while the
+ * batch before it lands, so none is older than that batch's landing.
  */
 export async function landFilesWithUrls(batch: ManifestEntry[], presign: (sha256: string) => Promise<string>): Promise<LandFile[]> {
   const urls = new Map<string, Promise<string>>();
