@@ -70,10 +70,6 @@ export class HashCache<V> {
     if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
     return true;
   }
-
-  delete(path: string): void {
-    this.entries.delete(path);
-  }
 }
 
 /** The signature of a bigint stat (`stat(path, { bigint: true })`). */
