@@ -7,14 +7,11 @@ import { chunksOf, seededBytes } from '../support/fixtures';
 
 const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 
-/** Chunks of `data` fed in writes of `writeBytes`. */
-const split = chunksOf;
-
 describe('core/chunking (FastCDC)', () => {
   const data = seededBytes(40 << 20, 7);
 
   it('chunks add up to the input, stay within the size bounds, and average near the target size', () => {
-    const chunks = split(data, 8 << 20);
+    const chunks = chunksOf(data, 8 << 20);
     assert.ok(Buffer.concat(chunks).equals(data));
     for (const chunk of chunks.slice(0, -1)) {
       assert.ok(chunk.length >= CHUNKING.minBytes && chunk.length <= CHUNKING.maxBytes, `${chunk.length} bytes`);
@@ -24,17 +21,17 @@ describe('core/chunking (FastCDC)', () => {
   });
 
   it('cuts at the same places however the bytes are written', () => {
-    const reference = split(data, 8 << 20).map(sha);
-    for (const writeBytes of [1 << 20, 3_333_333, 64 << 10, data.length]) assert.deepEqual(split(data, writeBytes).map(sha), reference, `writes of ${writeBytes}`);
+    const reference = chunksOf(data, 8 << 20).map(sha);
+    for (const writeBytes of [1 << 20, 3_333_333, 64 << 10, data.length]) assert.deepEqual(chunksOf(data, writeBytes).map(sha), reference, `writes of ${writeBytes}`);
   });
 
   it('a 1 MiB edit in the middle changes only the chunks around it; an insertion shifts no other chunk', () => {
-    const before = new Set(split(data, 8 << 20).map(sha));
+    const before = new Set(chunksOf(data, 8 << 20).map(sha));
     const edited = Buffer.from(data);
     seededBytes(1 << 20, 99).copy(edited, 20 << 20);
     const inserted = Buffer.concat([data.subarray(0, 13 << 20), Buffer.from('a few inserted bytes'), data.subarray(13 << 20)]);
     for (const [name, changed, budget] of [['overwrite', edited, 5 << 20], ['insertion', inserted, 2 * CHUNKING.maxBytes]] as const) {
-      const newChunks = split(changed, 8 << 20).filter((chunk) => !before.has(sha(chunk)));
+      const newChunks = chunksOf(changed, 8 << 20).filter((chunk) => !before.has(sha(chunk)));
       const newBytes = newChunks.reduce((sum, c) => sum + c.length, 0);
       assert.ok(newBytes <= budget, `${name}: ${newChunks.length} new chunks, ${newBytes} bytes`);
       assert.ok(newChunks.length >= 1);
@@ -43,9 +40,9 @@ describe('core/chunking (FastCDC)', () => {
 
   it('the final chunk may be short; an input at or under the minimum is one chunk; nothing in, nothing out', () => {
     assert.equal(chunkEnd(data, 0, 1000), 1000);
-    assert.deepEqual(split(Buffer.alloc(0), 1), []);
-    assert.equal(split(data.subarray(0, CHUNKING.minBytes), 4096).length, 1);
-    const zeros = split(Buffer.alloc(10 << 20), 1 << 20);
+    assert.deepEqual(chunksOf(Buffer.alloc(0), 1), []);
+    assert.equal(chunksOf(data.subarray(0, CHUNKING.minBytes), 4096).length, 1);
+    const zeros = chunksOf(Buffer.alloc(10 << 20), 1 << 20);
     assert.ok(zeros.every((chunk, i) => chunk.length === CHUNKING.maxBytes || i === zeros.length - 1), 'bytes with no content match are cut at the maximum');
   });
 
