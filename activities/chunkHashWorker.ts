@@ -5,12 +5,17 @@
  * snapshot near the speed of a plain sha256 pass.
  */
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { readSync } from 'node:fs';
 import { ChunkSplitter } from '../core/chunking';
 import type { ChunkRef } from '../core/manifest';
 
 export interface ChunkFileTask {
-  absolutePath: string;
+  /**
+   * A descriptor the activity holds open: threads share the process's
+   * descriptors, so both threads read the same file even if its path is
+   * replaced meanwhile.
+   */
+  fd: number;
 }
 
 export interface ChunkFileResult {
@@ -21,23 +26,17 @@ export interface ChunkFileResult {
 
 const READ_BLOCK_BYTES = 8 << 20;
 
-export default async function chunkFile({ absolutePath }: ChunkFileTask): Promise<ChunkFileResult> {
-  const handle = await open(absolutePath, 'r');
-  try {
-    const splitter = new ChunkSplitter();
-    const chunks: ChunkRef[] = [];
-    const addChunk = (chunk: Buffer) => chunks.push({ sha256: createHash('sha256').update(chunk).digest('hex'), size: chunk.length });
-    const buffer = Buffer.allocUnsafe(READ_BLOCK_BYTES);
-    let size = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(buffer, 0, buffer.length, size);
-      if (bytesRead === 0) break;
-      splitter.write(buffer.subarray(0, bytesRead), addChunk);
-      size += bytesRead;
-    }
-    splitter.end(addChunk);
-    return { chunks, size };
-  } finally {
-    await handle.close();
+export default function chunkFile({ fd }: ChunkFileTask): ChunkFileResult {
+  const splitter = new ChunkSplitter();
+  const chunks: ChunkRef[] = [];
+  const addChunk = (chunk: Buffer) => chunks.push({ sha256: createHash('sha256').update(chunk).digest('hex'), size: chunk.length });
+  const buffer = Buffer.allocUnsafe(READ_BLOCK_BYTES);
+  let size = 0;
+  // Blocking reads are fine here: this thread does nothing else.
+  for (let bytesRead = readSync(fd, buffer, 0, buffer.length, size); bytesRead > 0; bytesRead = readSync(fd, buffer, 0, buffer.length, size)) {
+    splitter.write(buffer.subarray(0, bytesRead), addChunk);
+    size += bytesRead;
   }
+  splitter.end(addChunk);
+  return { chunks, size };
 }

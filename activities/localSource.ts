@@ -203,7 +203,7 @@ const READ_BLOCK_BYTES = 8 << 20;
 const nowNs = () => BigInt(Date.now()) * 1_000_000n;
 
 /** Splits and hashes one file's chunks in another thread; see chunkHashWorker. */
-export type ChunkFile = (task: ChunkFileTask) => Promise<ChunkFileResult>;
+type ChunkFile = (task: ChunkFileTask) => Promise<ChunkFileResult>;
 
 /**
  * Worker threads for chunking, one less than the cores (at least one), so the
@@ -251,7 +251,7 @@ async function hashStableFile(file: ListedFile, known: HashCache<FileDigest>, ch
     const before = await handle.stat({ bigint: true });
     const readStartedNs = nowNs();
     const size = Number(before.size);
-    const [whole, chunked] = await Promise.all([sha256OfFile(handle, size, onBytes), isChunkedSize(size) ? chunkFile({ absolutePath: file.absolutePath }) : undefined]);
+    const [whole, chunked] = await Promise.all([sha256OfFile(handle, size, onBytes), isChunkedSize(size) ? chunkFile({ fd: handle.fd }) : undefined]);
     const after = await handle.stat({ bigint: true });
     const sizes = chunked ? [whole.size, chunked.size] : [whole.size];
     if (sizes.some((read) => BigInt(read) !== before.size) || after.size !== before.size || after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs) {
