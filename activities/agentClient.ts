@@ -7,18 +7,22 @@
 import type {
   AgentError,
   AgentHealth,
-  ExecRequest,
-  ExecResult,
   LandRequest,
   LandStreamEvent,
   ListFilesRequest,
   ListFilesStreamEvent,
+  ProcessLogStream,
+  ProcessStatus,
+  RemoveResult,
+  StartProcessRequest,
+  StopProcessResult,
 } from '../core/agentProtocol';
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { CONTENT_ROUTE_PREFIX } from '../core/agentProtocol';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CONTENT_ROUTE_PREFIX, PROCESSES_ROUTE } from '../core/agentProtocol';
 import { fetchFailureDetail } from '../core/errors';
 import type { TargetFile } from '../core/verify';
 
@@ -51,6 +55,30 @@ export interface AgentClientOptions {
   progressTimeoutMs?: number;
 }
 
+/**
+ * Bytes of paths sent in one `/v1/files` request: a manifest of any size is
+ * listed in bodies far below the agent's 64 MiB cap (a bigger body would be
+ * refused with a 413 that no retry can fix) and its shared body budget.
+ */
+const LIST_PATHS_BYTES_PER_REQUEST = 4 << 20;
+
+/** `paths`, unique and in manifest order, cut into runs of at most `maxBytes` of JSON. */
+export function pathBatches(paths: string[], maxBytes = LIST_PATHS_BYTES_PER_REQUEST): string[][] {
+  const batches: string[][] = [[]];
+  let bytes = 0;
+  for (const path of [...new Set(paths)].sort()) {
+    // Quotes and a comma around each; escapes make it a little more, well within the margin.
+    const size = Buffer.byteLength(path) + 3;
+    if (bytes + size > maxBytes && batches.at(-1)!.length > 0) {
+      batches.push([]);
+      bytes = 0;
+    }
+    batches.at(-1)!.push(path);
+    bytes += size;
+  }
+  return batches;
+}
+
 export class AgentClient {
   private readonly idleTimeoutMs: number;
   private readonly progressTimeoutMs: number;
@@ -67,20 +95,74 @@ export class AgentClient {
     return this.json<AgentHealth>('GET', '/v1/health');
   }
 
-  exec(request: ExecRequest): Promise<ExecResult> {
-    // The command's own timeout bounds the wait; add slack for process start and log flushing.
-    return this.json<ExecResult>('POST', '/v1/exec', request, request.timeoutSeconds * 1000 + this.idleTimeoutMs);
+  /** Starts a process once per id (or reports the one an earlier request started); waits up to `waitMs` for its end. */
+  startProcess(request: StartProcessRequest): Promise<ProcessStatus> {
+    return this.json<ProcessStatus>('POST', PROCESSES_ROUTE, request, (request.waitMs ?? 0) + this.idleTimeoutMs);
+  }
+
+  processStatus(processId: string, waitMs = 0): Promise<ProcessStatus> {
+    return this.json<ProcessStatus>('GET', `${PROCESSES_ROUTE}/${encodeURIComponent(processId)}?waitMs=${waitMs}`, undefined, waitMs + this.idleTimeoutMs);
+  }
+
+  stopProcess(processId: string, graceSeconds: number): Promise<StopProcessResult> {
+    return this.json<StopProcessResult>('POST', `${PROCESSES_ROUTE}/${encodeURIComponent(processId)}/stop`, { graceSeconds }, graceSeconds * 1000 + this.idleTimeoutMs);
+  }
+
+  /** Bytes of a process's log from `offset`, at most `length`. */
+  async processLog(processId: string, stream: ProcessLogStream, offset: number, length: number): Promise<Buffer> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), this.idleTimeoutMs);
+    const route = `${PROCESSES_ROUTE}/${encodeURIComponent(processId)}/${stream}?offset=${offset}&length=${length}`;
+    try {
+      const response = await this.request('GET', route, undefined, controller);
+      return Buffer.from(await response.arrayBuffer());
+    } catch (err) {
+      if (err instanceof AgentRequestError) throw err;
+      throw new AgentRequestError('TargetUnavailable', `read of ${route} from runtime agent at ${this.endpoint.url} broke: ${fetchFailureDetail(err)}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  makeDirs(dirs: string[]): Promise<{ bootId: string }> {
+    return this.json<{ bootId: string }>('POST', '/v1/dirs', { dirs });
+  }
+
+  /** Removes files or folders (stopping processes inside removed folders); a long removal gets a minute. */
+  remove(paths: string[]): Promise<RemoveResult> {
+    return this.json<RemoveResult>('POST', '/v1/remove', { paths }, Math.max(60_000, this.idleTimeoutMs));
   }
 
   land(request: LandRequest, onEvent: (event: LandStreamEvent) => void): Promise<Extract<LandStreamEvent, { type: 'result' }>> {
     return this.stream('/v1/land', request, onEvent);
   }
 
-  listFiles(
+  /**
+   * Lists files under `request.dir`. Long `paths` lists go in several
+   * requests (in manifest order, so the files still come sorted); progress
+   * counts across them, and a boot id that changes between them fails the
+   * listing (TargetUnavailable) rather than mixing two boots' files.
+   */
+  async listFiles(
     request: ListFilesRequest,
     onEvent: (event: ListFilesStreamEvent) => void,
   ): Promise<Extract<ListFilesStreamEvent, { type: 'result' }>> {
-    return this.stream('/v1/files', request, onEvent);
+    if (request.paths === undefined) return this.stream('/v1/files', request, onEvent);
+    const batches = pathBatches(request.paths);
+    if (batches.length === 1) return this.stream('/v1/files', { ...request, paths: batches[0] }, onEvent);
+    const total = { type: 'result' as const, bootId: '', filesListed: 0, bytesListed: 0 };
+    for (const paths of batches) {
+      const result = await this.stream<ListFilesStreamEvent>('/v1/files', { ...request, paths }, (event) =>
+        onEvent(event.type === 'progress' ? { ...event, filesDone: total.filesListed + event.filesDone, bytesDone: total.bytesListed + event.bytesDone } : event),
+      );
+      if (total.bootId && result.bootId !== total.bootId) {
+        throw new AgentRequestError('TargetUnavailable', `runtime agent at ${this.endpoint.url} restarted while listing ${request.dir} (boot ${total.bootId}, then ${result.bootId})`);
+      }
+      total.bootId = result.bootId;
+      total.filesListed += result.filesListed;
+      total.bytesListed += result.bytesListed;
+    }
+    return total;
   }
 
   /** Files under `request.dir`, hashed on the target now, with the target's boot id. */
@@ -90,7 +172,7 @@ export class AgentClient {
       if (event.type === 'progress') onProgress(event.filesDone, event.bytesDone);
       if (event.type !== 'file') return;
       if (event.sha256 === undefined) throw new AgentRequestError('TargetUnavailable', `runtime agent at ${this.endpoint.url} listed ${event.path} without the sha256 it was asked for`);
-      files.push({ path: event.path, size: event.size, mode: event.mode, sha256: event.sha256 });
+      files.push({ path: event.path, size: event.size, mode: event.mode, sha256: event.sha256, ...(event.link === undefined ? {} : { link: event.link }) });
     });
     return { bootId: result.bootId, files };
   }
@@ -109,9 +191,9 @@ export class AgentClient {
     return this.download(CONTENT_ROUTE_PREFIX + path.split('/').map(encodeURIComponent).join('/'), destination);
   }
 
-  /** Saves an execution's full stdout or stderr log to `destination`. */
-  downloadLog(executionId: string, stream: 'stdout' | 'stderr', destination: string): Promise<{ size: number; sha256: string }> {
-    return this.download(`/v1/logs/${encodeURIComponent(executionId)}/${stream}`, destination);
+  /** Saves a process's whole stdout or stderr log to `destination`. */
+  downloadLog(processId: string, stream: ProcessLogStream, destination: string): Promise<{ size: number; sha256: string }> {
+    return this.download(`${PROCESSES_ROUTE}/${encodeURIComponent(processId)}/${stream}`, destination);
   }
 
   /** GETs `route` into a file, hashing on the way; the idle deadline resets with every chunk. */
@@ -144,20 +226,30 @@ export class AgentClient {
     }
   }
 
+  /** Sends the request; a 503 with retry-after (the agent is busy) is sent again after the wait it asks, until the caller's deadline aborts. */
   private async request(method: string, route: string, body: unknown, controller: AbortController): Promise<Response> {
+    const text = body === undefined ? undefined : JSON.stringify(body);
     try {
-      const response = await fetch(this.endpoint.url + route, {
-        method,
-        headers: {
-          authorization: `Bearer ${this.endpoint.token}`,
-          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: controller.signal,
-        redirect: 'error',
-      });
-      if (!response.ok) throw await errorFromResponse(response, route);
-      return response;
+      for (;;) {
+        const response = await fetch(this.endpoint.url + route, {
+          method,
+          headers: {
+            authorization: `Bearer ${this.endpoint.token}`,
+            ...(text === undefined ? {} : { 'content-type': 'application/json' }),
+          },
+          body: text,
+          signal: controller.signal,
+          redirect: 'error',
+        });
+        const retryAfter = Number(response.headers.get('retry-after'));
+        if (response.status === 503 && retryAfter > 0) {
+          await response.body?.cancel();
+          await sleep(Math.min(retryAfter, 5) * 1000, undefined, { signal: controller.signal });
+          continue;
+        }
+        if (!response.ok) throw await errorFromResponse(response, route);
+        return response;
+      }
     } catch (err) {
       if (err instanceof AgentRequestError) throw err;
       if (controller.signal.aborted) {

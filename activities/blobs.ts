@@ -1,9 +1,12 @@
 /**
  * Uploading a snapshot's file bodies to the blob store: only blobs the store
- * lacks, several at once. Large files go up as their content-defined chunks
- * (core/chunking), each a blob of its own, so an edited file sends only the
- * chunks that changed and a retried attempt sends only the chunks an earlier
- * one did not store.
+ * lacks. Large files go up as their content-defined chunks (core/chunking),
+ * each a blob of its own, so an edited file sends only the chunks that
+ * changed. Blobs are written into pack objects of up to 8 MiB (core/packs),
+ * in manifest order, with one index object per upload: thousands of small
+ * files cost a request per pack, not per file. A retried attempt packs the
+ * blobs still missing the same way, so the packs an earlier attempt stored
+ * are found by name and not sent again.
  */
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
@@ -13,42 +16,53 @@ import { Context } from '@temporalio/activity';
 import pLimit from 'p-limit';
 import { FailureType } from '../core/errors';
 import { blobsOfEntry, type ManifestEntry } from '../core/manifest';
-import { startProgress } from '../core/sync';
+import { isPackable, packListText, planPacks, type PackListing } from '../core/packs';
+import { startProgress, type TransferProgress } from '../core/sync';
 import { nonRetryable, retryable } from './failures';
 import { throttledHeartbeat } from './heartbeat';
-import { BlobSourceChangedError, BodyDigestRejectedError, MalformedManifestError, ManifestMissingError, StoredChecksumMismatchError, type S3BlobStore } from './s3BlobStore';
+import { BlobSourceChangedError, BodyDigestRejectedError, blobStoreFailure, type ContentStore } from './blobStore';
 
 export interface UploadBlobsInput {
   manifestDigest: string;
   /** Absolute folder the manifest was snapshotted from. */
   sourcePath: string;
+  /**
+   * Blobs the store holds damaged (BlobCorrupted): those of this manifest
+   * are uploaded again although stored, and the manifest's stored marker is
+   * not trusted.
+   */
+  replace?: string[];
 }
 
 export interface UploadBlobsResult {
   /** Distinct blobs the manifest's files are stored as (whole bodies and chunks). */
   blobsTotal: number;
+  /** Blobs this attempt sent, in packs or alone (not those in packs an earlier attempt stored). */
   blobsUploaded: number;
   bytesUploaded: number;
   /**
    * Bytes of the manifest not sent: already stored (whole files or chunks,
-   * an earlier attempt's among them), or duplicates of other content.
+   * an earlier attempt's packs among them), or duplicates of other content.
    */
   bytesSkipped: number;
+  /** Of `replace`, the blobs this manifest holds, uploaded again. */
+  replaced?: string[];
 }
 
 export interface UploadTuning {
-  /** Blobs uploaded at once: small ones cost a request each, so many overlap. */
-  blobConcurrency: number;
-  /** Of those, blobs of LARGE_BLOB_BYTES or more (each held in memory while it is sent). */
+  /** Source reads at once while packs are filled: small files cost an open each, so many overlap. */
+  readConcurrency: number;
+  /** Packs filled and sent at once (each up to 8 MiB, held in memory while it is sent). */
+  packConcurrency: number;
+  /** Blobs too large for a pack (from manifests made before chunking) sent at once. */
   largeBlobConcurrency: number;
 }
 
 export const DEFAULT_UPLOAD_TUNING: UploadTuning = {
-  blobConcurrency: 32,
-  largeBlobConcurrency: 8,
+  readConcurrency: 16,
+  packConcurrency: 4,
+  largeBlobConcurrency: 4,
 };
-
-const LARGE_BLOB_BYTES = 1 << 20;
 
 /** One blob to store: a whole small file or one chunk of a large one, read from `offset` of the file. */
 interface BlobToUpload {
@@ -61,18 +75,6 @@ interface BlobToUpload {
 /** Unchunked entries this big (from manifests made before chunking) are streamed up in parts rather than read whole. */
 const WHOLE_BODY_MAX_BYTES = 64 << 20;
 
-/** Maps blob-store errors to typed, correctly retryable failures. */
-export function blobStoreFailure(err: unknown): unknown {
-  if (err instanceof ManifestMissingError) return nonRetryable(FailureType.ManifestNotFound, err.message, { manifestDigest: err.digest });
-  if (err instanceof MalformedManifestError) {
-    const unsafe = err.problems.some((problem) => /\.path /.test(problem));
-    return nonRetryable(unsafe ? FailureType.UnsafePath : FailureType.InvalidInput, err.message, { manifestDigest: err.digest, problems: err.problems });
-  }
-  if (err instanceof StoredChecksumMismatchError)
-    return nonRetryable(FailureType.ChecksumMismatch, err.message, { key: err.key, expected: err.expectedSha256, actual: err.actualSha256 });
-  return err;
-}
-
 class SourceChangedError extends Error {
   constructor(
     readonly relativePath: string,
@@ -83,20 +85,29 @@ class SourceChangedError extends Error {
   }
 }
 
-async function readRange(absolutePath: string, offset: number, size: number): Promise<Buffer> {
+/**
+ * Reads one blob's bytes from the source into `into` and checks them against
+ * the manifest: its sha256, and for a whole body that the file ends there.
+ */
+async function readBlobInto(absolutePath: string, blob: BlobToUpload, into: Buffer): Promise<void> {
   const handle = await open(absolutePath, 'r');
+  let filled = 0;
+  let grew = false;
   try {
-    // One byte more than expected reveals a file that grew since the snapshot.
-    const buffer = Buffer.allocUnsafe(size + 1);
-    let filled = 0;
-    while (filled < buffer.length) {
-      const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, offset + filled);
+    while (filled < blob.size) {
+      const { bytesRead } = await handle.read(into, filled, blob.size - filled, blob.offset + filled);
       if (bytesRead === 0) break;
       filled += bytesRead;
     }
-    return buffer.subarray(0, filled);
+    // One byte more than expected reveals a whole body that grew since the snapshot; a chunk may be followed by more of its file.
+    if (!blob.entry.chunks && filled === blob.size) grew = (await handle.read(Buffer.alloc(1), 0, 1, blob.offset + blob.size)).bytesRead > 0;
   } finally {
     await handle.close();
+  }
+  const actual = createHash('sha256').update(into.subarray(0, filled)).digest('hex');
+  if (filled !== blob.size || grew || actual !== blob.sha256) {
+    const what = blob.entry.chunks ? `bytes ${blob.offset}-${blob.offset + blob.size} hash to ${actual}` : grew ? 'more bytes' : actual;
+    throw new SourceChangedError(blob.entry.path, blob.sha256, what);
   }
 }
 
@@ -113,25 +124,42 @@ function blobsOfManifest(files: ManifestEntry[]): Map<string, BlobToUpload> {
   return blobs;
 }
 
-export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partial<UploadTuning> }) {
+const sha256Hex = (text: string) => createHash('sha256').update(text).digest('hex');
+
+export function createBlobActivities(deps: { blobs: ContentStore; tuning?: Partial<UploadTuning> }) {
   const tuning = { ...DEFAULT_UPLOAD_TUNING, ...deps.tuning };
   const { blobs } = deps;
 
-  /** Reads one blob's bytes from the source, checks them against the manifest, and stores them. */
-  async function uploadBlob(blob: BlobToUpload, absolutePath: string, abortSignal: AbortSignal): Promise<void> {
+  const sourceOf = (sourcePath: string, blob: BlobToUpload) => path.join(sourcePath, ...blob.entry.path.split('/'));
+
+  /** Stores one blob too large for a pack under its own key. */
+  async function uploadAlone(blob: BlobToUpload, sourcePath: string, abortSignal: AbortSignal): Promise<void> {
     if (!blob.entry.chunks && blob.size > WHOLE_BODY_MAX_BYTES) {
-      await blobs.putFileAsBlob(absolutePath, blob.sha256, blob.size);
+      await blobs.putFileAsBlob(sourceOf(sourcePath, blob), blob.sha256, blob.size);
       return;
     }
-    const body = await readRange(absolutePath, blob.offset, blob.size);
-    const actual = createHash('sha256').update(body.subarray(0, blob.size)).digest('hex');
-    // A chunk may be followed by more of its file; only a whole body must end where the manifest says.
-    const wrongLength = blob.entry.chunks ? body.length < blob.size : body.length !== blob.size;
-    if (wrongLength || actual !== blob.sha256) {
-      const what = blob.entry.chunks ? `bytes ${blob.offset}-${blob.offset + blob.size} hash to ${actual}` : actual;
-      throw new SourceChangedError(blob.entry.path, blob.sha256, what);
-    }
-    await blobs.putBlob(blob.sha256, body.subarray(0, blob.size), abortSignal);
+    const body = Buffer.allocUnsafe(blob.size);
+    await readBlobInto(sourceOf(sourcePath, blob), blob, body);
+    await blobs.putBlob(blob.sha256, body, abortSignal);
+  }
+
+  /**
+   * Fills one pack from the source (every blob checked against the manifest
+   * on the way) and stores it, unless a pack of that name is already stored:
+   * the same blobs packed by an earlier attempt. Returns whether it was sent.
+   */
+  async function uploadPack(pack: BlobToUpload[], listing: PackListing, sourcePath: string, readLimit: ReturnType<typeof pLimit>, abortSignal: AbortSignal): Promise<boolean> {
+    if (blobs.hasPack(listing.name)) return false;
+    const body = Buffer.allocUnsafe(pack.reduce((sum, blob) => sum + blob.size, 0));
+    let offset = 0;
+    await Promise.all(
+      pack.map((blob) => {
+        const into = body.subarray(offset, (offset += blob.size));
+        return readLimit(() => readBlobInto(sourceOf(sourcePath, blob), blob, into));
+      }),
+    );
+    await blobs.putPack(listing.name, body, abortSignal);
+    return true;
   }
 
   return {
@@ -140,38 +168,83 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
       const context = Context.current();
       const abortSignal = context.cancellationSignal;
       // Every in-flight S3 request listens on the cancellation signal.
-      setMaxListeners(tuning.blobConcurrency + tuning.largeBlobConcurrency + 64, abortSignal);
+      setMaxListeners(tuning.packConcurrency + tuning.largeBlobConcurrency + 64, abortSignal);
       const manifest = await blobs.getManifest(input.manifestDigest).catch((err) => {
         throw blobStoreFailure(err);
       });
       const unique = blobsOfManifest(manifest.files);
-      const bytesTotal = manifest.files.reduce((sum, f) => sum + f.size, 0);
-      if (await blobs.blobsMarkedStored(input.manifestDigest, abortSignal)) {
+      // Links are entries without a body (core/manifest): they have no blob and no bytes to send.
+      const files = manifest.files.filter((entry) => entry.link === undefined);
+      const bytesTotal = files.reduce((sum, f) => sum + f.size, 0);
+      // A whole body past WHOLE_BODY_MAX_BYTES (manifests from before chunking) is sent only when the store lacks its key, so it cannot be replaced here.
+      const replaceable = (sha256: string) => unique.has(sha256) && !(unique.get(sha256)!.size > WHOLE_BODY_MAX_BYTES && !unique.get(sha256)!.entry.chunks);
+      const replace = new Set((input.replace ?? []).filter(replaceable));
+      if (input.replace === undefined && (await blobs.blobsMarkedStored(input.manifestDigest, abortSignal))) {
         const stored: UploadBlobsResult = { blobsTotal: unique.size, blobsUploaded: 0, bytesUploaded: 0, bytesSkipped: bytesTotal };
         context.log.info('blobs already stored by an earlier upload of this manifest', { manifestDigest: input.manifestDigest, ...stored });
         return stored;
       }
 
       const stored = await blobs.findStoredBlobs([...unique.keys()], abortSignal);
-      // Largest first, so the long uploads overlap the many short ones.
-      const missing = [...unique.values()].filter((blob) => !stored.has(blob.sha256)).sort((a, b) => b.size - a.size);
+      for (const ignored of blobs.takePackWarnings()) context.log.warn('pack index left out: the blobs it lists count as not stored', { ...ignored });
+      // Manifest order: a large file's chunks sit together in its packs, so a target reads them in few ranges.
+      const missing = [...unique.values()].filter((blob) => !stored.has(blob.sha256) || replace.has(blob.sha256));
+      // A blob to replace is stored alone, over whatever its key held, and its damaged pack copy marked (core/packs packDamageKey):
+      // a pack's bytes are fixed by its name, so it is never rewritten.
+      const packs = planPacks(missing.filter((blob) => isPackable(blob.size) && !replace.has(blob.sha256))).map((pack) => ({
+        pack,
+        listing: { name: sha256Hex(packListText(pack)), blobs: pack.map((blob): [string, number] => [blob.sha256, blob.size]) },
+      }));
+      const alone = missing.filter((blob) => !isPackable(blob.size) || replace.has(blob.sha256));
 
-      const progress = startProgress('uploadBlobs', missing);
+      // Blobs are what moves, files are what people count: a file is done once every blob of it is stored.
+      const waiting = new Map<string, number[]>(missing.map((blob) => [blob.sha256, []]));
+      const blobsLeft = files.map((entry, index) => {
+        const own = new Set(blobsOfEntry(entry).map((blob) => blob.sha256).filter((sha256) => waiting.has(sha256)));
+        for (const sha256 of own) waiting.get(sha256)?.push(index);
+        return own.size;
+      });
+      const progress: TransferProgress = {
+        ...startProgress('uploadBlobs', missing),
+        filesDone: blobsLeft.filter((left) => left === 0).length,
+        filesTotal: files.length,
+        blobsDone: 0,
+        blobsTotal: missing.length,
+      };
       const heartbeat = throttledHeartbeat(context);
       heartbeat(progress);
-      const limit = pLimit(tuning.blobConcurrency);
+      const sent = { blobs: 0, bytes: 0 };
+      const blobsStored = (stored: BlobToUpload[], wasSent: boolean) => {
+        for (const blob of stored) {
+          progress.bytesDone += blob.size;
+          progress.blobsDone = (progress.blobsDone ?? 0) + 1;
+          for (const index of waiting.get(blob.sha256) ?? []) if (--blobsLeft[index] === 0) progress.filesDone++;
+          if (wasSent) {
+            sent.blobs++;
+            sent.bytes += blob.size;
+          }
+        }
+        heartbeat(progress);
+      };
+      const readLimit = pLimit(tuning.readConcurrency);
+      const packLimit = pLimit(tuning.packConcurrency);
       const largeLimit = pLimit(tuning.largeBlobConcurrency);
       try {
-        await Promise.all(
-          missing.map((blob) =>
-            (blob.size >= LARGE_BLOB_BYTES ? largeLimit : limit)(async () => {
-              await uploadBlob(blob, path.join(input.sourcePath, ...blob.entry.path.split('/')), abortSignal);
-              progress.bytesDone += blob.size;
-              progress.filesDone++;
-              heartbeat(progress);
+        await Promise.all([
+          ...packs.map(({ pack, listing }) =>
+            packLimit(async () => blobsStored(pack, await uploadPack(pack, listing, input.sourcePath, readLimit, abortSignal))),
+          ),
+          ...alone.map((blob) =>
+            largeLimit(async () => {
+              await uploadAlone(blob, input.sourcePath, abortSignal);
+              // After the good copy is stored, so a reader never finds neither.
+              if (replace.has(blob.sha256)) await blobs.markPackedCopyDamaged(blob.sha256, abortSignal);
+              blobsStored([blob], true);
             }),
           ),
-        );
+        ]);
+        // After its packs: an index never names a pack that is not there.
+        if (packs.length) await blobs.putPackIndex(packs.map(({ listing }) => listing), abortSignal);
       } catch (err) {
         if (err instanceof SourceChangedError || err instanceof BlobSourceChangedError) {
           const changedPath = err instanceof SourceChangedError ? err.relativePath : path.relative(input.sourcePath, err.path);
@@ -193,11 +266,12 @@ export function createBlobActivities(deps: { blobs: S3BlobStore; tuning?: Partia
       await blobs.markBlobsStored(input.manifestDigest, abortSignal);
       const result: UploadBlobsResult = {
         blobsTotal: unique.size,
-        blobsUploaded: missing.length,
-        bytesUploaded: progress.bytesTotal,
-        bytesSkipped: bytesTotal - progress.bytesTotal,
+        blobsUploaded: sent.blobs,
+        bytesUploaded: sent.bytes,
+        bytesSkipped: bytesTotal - sent.bytes,
+        ...(input.replace ? { replaced: [...replace] } : {}),
       };
-      context.log.info('blobs uploaded', { manifestDigest: input.manifestDigest, ...result });
+      context.log.info('blobs uploaded', { manifestDigest: input.manifestDigest, ...result, packs: packs.length, blobsAlone: alone.length });
       return result;
     },
   };

@@ -1,36 +1,32 @@
 /**
  * All of ferry's activities, built from configured clients. The worker passes
- * real clients; tests pass real local servers.
+ * real clients and the target kinds its settings configure; tests pass real
+ * local servers.
  */
-import type { SSMClient } from '@aws-sdk/client-ssm';
-import type { AgentEndpoint } from './agentClient';
 import { createBlobActivities, type UploadTuning } from './blobs';
 import { createInputActivities } from './inputs';
-import { createLocalSourceActivities } from './localSource';
+import { LocalSource, createLocalSourceActivities } from './localSource';
 import type { S3BlobStore } from './s3BlobStore';
-import { createSessionActivities, type SessionDeps } from './session';
-import { createTargetActivities } from './target';
-import { createTrainingActivities } from './training';
+import { createSessionActivities } from './session';
+import { createSyncPlanActivities } from './syncPlan';
+import type { TargetBackend } from './targets/driver';
 
 export interface ActivityDeps {
   blobs: S3BlobStore;
-  localAgent?: AgentEndpoint;
+  /** Each target kind on this worker: its backend, or why it cannot run here (activities/targets configureTargets). */
+  targets: Map<string, TargetBackend | string>;
   uploadTuning?: Partial<UploadTuning>;
-  /** Session drivers by target kind, and the secret session tokens derive from. */
-  sessions?: Omit<SessionDeps, 'blobs'>;
-  /** SSM client for `ssm` training targets; default: built from the AWS SDK's default chain when first needed. */
-  ssm?: SSMClient;
 }
 
 export function createActivities(deps: ActivityDeps) {
-  const sessions = deps.sessions ?? { drivers: {} };
+  // One per worker: its hash caches make a re-snapshot (a dry run, then the sync) cost a stat per file.
+  const source = new LocalSource();
   return {
-    ...createLocalSourceActivities({ blobs: deps.blobs }),
+    ...createLocalSourceActivities({ blobs: deps.blobs, source }),
+    ...createSyncPlanActivities({ blobs: deps.blobs, source, targets: deps.targets }),
     ...createBlobActivities({ blobs: deps.blobs, tuning: deps.uploadTuning }),
-    ...createTargetActivities({ blobs: deps.blobs, localAgent: deps.localAgent, sessionSecret: sessions.secret }),
     ...createInputActivities({ blobs: deps.blobs }),
-    ...createSessionActivities({ blobs: deps.blobs, ...sessions }),
-    ...createTrainingActivities({ blobs: deps.blobs, ssm: deps.ssm }),
+    ...createSessionActivities({ blobs: deps.blobs, targets: deps.targets }),
   };
 }
 

@@ -8,11 +8,11 @@ import path from 'node:path';
 import { Context } from '@temporalio/activity';
 import { S3ServiceException } from '@aws-sdk/client-s3';
 import { FailureType } from '../core/errors';
-import { createManifest, type ManifestEntry, type ManifestRef } from '../core/manifest';
+import { createManifest, sameContent, type ManifestEntry, type ManifestRef } from '../core/manifest';
 import { unsafePathReason } from '../core/paths';
-import { blobStoreFailure } from './blobs';
+import { blobStoreFailure } from './blobStore';
 import { nonRetryable } from './failures';
-import type { S3BlobStore } from './s3BlobStore';
+import type { ContentStore } from './blobStore';
 
 /** `s3://bucket/some/prefix/` → bucket and key prefix. */
 export function parseS3Url(url: string): { bucket: string; prefix: string } {
@@ -21,7 +21,7 @@ export function parseS3Url(url: string): { bucket: string; prefix: string } {
   return { bucket: match[1], prefix: match[2] };
 }
 
-export function createInputActivities(deps: { blobs: S3BlobStore }) {
+export function createInputActivities(deps: { blobs: ContentStore }) {
   const { blobs } = deps;
   return {
     /**
@@ -68,7 +68,7 @@ export function createInputActivities(deps: { blobs: S3BlobStore }) {
         });
         for (const entry of manifest.files) {
           const earlier = byPath.get(entry.path);
-          if (earlier && earlier.sha256 !== entry.sha256) {
+          if (earlier && !sameContent(earlier, entry)) {
             throw nonRetryable(FailureType.InputConflict, `two inputs hold data/${entry.path} with different contents`, { path: entry.path, sha256s: [earlier.sha256, entry.sha256] });
           }
           byPath.set(entry.path, entry);

@@ -7,7 +7,9 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
+import { Readable } from 'node:stream';
 import { open } from 'node:fs/promises';
+import { crc32 } from 'node:zlib';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -26,7 +28,11 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import pLimit from 'p-limit';
-import { blobKey, blobsStoredMarkerKey, canonicalManifestJson, manifestKey, manifestProblems, manifestTotals, type Manifest, type ManifestRef } from '../core/manifest';
+import type { FerryConfig } from '../core/config';
+import { BlobSourceChangedError, BodyDigestRejectedError, MalformedManifestError, ManifestMissingError, PackRangeShortError, StoredChecksumMismatchError, type ContentStore, type StoredObjects, type TargetTransfer } from './blobStore';
+import { blobKey, blobsStoredMarkerKey, canonicalManifestPieces, manifestKey, manifestProblems, manifestTotals, type Manifest, type ManifestRef } from '../core/manifest';
+import { packDamageKey, packIndexKey, packKey, type PackListing, type PackPlace } from '../core/packs';
+import { PackCatalog, packIndexBody, type IgnoredPackIndex } from './packs';
 
 export interface S3BlobStoreOptions {
   /** Client used for every request. */
@@ -56,61 +62,7 @@ export interface ListingTuning {
 const DEFAULT_LISTING: ListingTuning = { fromBlobs: 64, pageSize: 1000, pageBudgetFactor: 4 };
 const HEAD_CONCURRENCY = 32;
 
-/** Thrown when stored bytes do not hash to the name they are stored under. */
-export class StoredChecksumMismatchError extends Error {
-  constructor(
-    readonly key: string,
-    readonly expectedSha256: string,
-    readonly actualSha256: string,
-  ) {
-    super(`object ${key} hashes to ${actualSha256}, expected ${expectedSha256}`);
-    this.name = 'StoredChecksumMismatchError';
-  }
-}
-
-/** Thrown when a manifest is not in the store. */
-/** Thrown by putFileAsBlob when the file's bytes no longer hash to the blob's key. */
-export class BlobSourceChangedError extends Error {
-  constructor(
-    readonly path: string,
-    readonly expectedSha256: string,
-    readonly actualSha256: string,
-  ) {
-    super(`${path} changed while it was stored (sha256 ${actualSha256}, expected ${expectedSha256})`);
-    this.name = 'BlobSourceChangedError';
-  }
-}
-
-export class ManifestMissingError extends Error {
-  constructor(readonly digest: string) {
-    super(`manifest ${digest} is not in the blob store`);
-    this.name = 'ManifestMissingError';
-  }
-}
-
-/** Thrown when a manifest read back is not a valid manifest (bad shape or unsafe paths). */
-export class MalformedManifestError extends Error {
-  constructor(
-    readonly digest: string,
-    readonly problems: string[],
-  ) {
-    super(`manifest ${digest} is refused: ${problems.join('; ')}`);
-    this.name = 'MalformedManifestError';
-  }
-}
-
-/** Thrown when S3 rejects a body because it does not match the sha256 we sent. */
-export class BodyDigestRejectedError extends Error {
-  constructor(
-    readonly key: string,
-    cause: unknown,
-  ) {
-    super(`the blob store rejected the body for ${key}: it does not match its sha256`, { cause });
-    this.name = 'BodyDigestRejectedError';
-  }
-}
-
-export interface MultipartState {
+interface MultipartState {
   sha256: string;
   uploadId: string;
 }
@@ -124,21 +76,32 @@ function isDigestRejection(err: unknown): boolean {
 
 /** Blobs remembered as stored (about 100 bytes each), so re-syncs of edited trees check only what is new. */
 const KNOWN_STORED_BLOBS = 1_000_000;
+/** The sha256 and length of the manifest's canonical JSON, made piece by piece (core/manifest canonicalManifestPieces). */
+function measureManifest(manifest: Manifest): { digest: string; bytes: number } {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for (const piece of canonicalManifestPieces(manifest)) {
+    hash.update(piece, 'utf8');
+    bytes += Buffer.byteLength(piece, 'utf8');
+  }
+  return { digest: hash.digest('hex'), bytes };
+}
+
 /** Manifest entries kept in memory across the manifests last read (about 150 bytes each). */
 const MANIFEST_CACHE_ENTRIES = 500_000;
 
-export class S3BlobStore {
+export class S3BlobStore implements ContentStore, TargetTransfer, StoredObjects {
   private readonly listing: ListingTuning;
   private readonly manifests = new Map<string, Manifest>();
+  /** Blobs stored alone (under blobKey) that this store saw stored. */
   private readonly knownStored = new Set<string>();
+  private readonly packs: PackCatalog;
+  private packWarnings: IgnoredPackIndex[] = [];
   private manifestEntries = 0;
 
   constructor(private readonly options: S3BlobStoreOptions) {
     this.listing = { ...DEFAULT_LISTING, ...options.listing };
-  }
-
-  get bucket(): string {
-    return this.options.bucket;
+    this.packs = new PackCatalog(this);
   }
 
   /** Key prefix of everything this store writes ('' or ending in '/'). */
@@ -161,13 +124,36 @@ export class S3BlobStore {
   }
 
   /**
-   * Which of these blobs the store already holds. Many blobs are checked by
-   * listing the blob prefix (1,000 keys a request) with a page budget scaled
-   * to the request, so a huge bucket cannot make it slow; keys past what the
-   * budget covered are checked one by one. Blobs are immutable and ferry
-   * never deletes them, so one this store saw stored is not asked about again.
+   * Which of these blobs the store already holds, in a pack (core/packs) or
+   * stored alone: what an upload may skip. Packed blobs are found in the
+   * pack catalog, which lists the packs folder once when asked about a blob
+   * it cannot place; the rest are looked for alone ({@link findStandaloneBlobs}).
    */
   async findStoredBlobs(sha256s: string[], abortSignal?: AbortSignal): Promise<Set<string>> {
+    const stored = new Set<string>();
+    const unplaced: string[] = [];
+    for (const sha of new Set(sha256s)) {
+      if (this.packs.placeOf(sha)) stored.add(sha);
+      else unplaced.push(sha);
+    }
+    if (unplaced.length === 0) return stored;
+    await this.refreshPacks(abortSignal);
+    const alone = unplaced.filter((sha) => !this.packs.placeOf(sha));
+    for (const sha of unplaced) if (this.packs.placeOf(sha)) stored.add(sha);
+    for (const sha of await this.findStandaloneBlobs(alone, abortSignal)) stored.add(sha);
+    return stored;
+  }
+
+  /**
+   * Which of these blobs are stored alone, each under its own key
+   * (blobKey): what a result naming that key may rely on (collected
+   * artifacts, logs). Many blobs are checked by listing the blob prefix
+   * (1,000 keys a request) with a page budget scaled to the request, so a
+   * huge bucket cannot make it slow; keys past what the budget covered are
+   * checked one by one. Blobs are immutable and ferry never deletes them,
+   * so one this store saw stored is not asked about again.
+   */
+  async findStandaloneBlobs(sha256s: string[], abortSignal?: AbortSignal): Promise<Set<string>> {
     const stored = new Set<string>();
     const wanted: string[] = [];
     for (const sha of new Set(sha256s)) {
@@ -180,6 +166,136 @@ export class S3BlobStore {
       for (const sha of stored) this.rememberStored(sha);
     }
     return stored;
+  }
+
+  /**
+   * Where each packed blob of these sits; a blob absent from the answer is
+   * not in a pack (stored alone, or not at all). The packs folder is listed
+   * once when a blob is neither placed nor known to be stored alone.
+   */
+  async locateBlobs(sha256s: Iterable<string>, abortSignal?: AbortSignal): Promise<Map<string, PackPlace>> {
+    const wanted = [...new Set(sha256s)];
+    if (wanted.some((sha) => !this.packs.placeOf(sha) && !this.knownStored.has(sha))) await this.refreshPacks(abortSignal);
+    const places = new Map<string, PackPlace>();
+    for (const sha of wanted) {
+      const place = this.packs.placeOf(sha);
+      if (place) places.set(sha, place);
+    }
+    return places;
+  }
+
+  private async refreshPacks(abortSignal?: AbortSignal): Promise<void> {
+    this.packWarnings.push(...(await this.packs.refresh(abortSignal)));
+  }
+
+  /** Index objects left out since the last call (damaged or malformed): their blobs count as not stored. */
+  takePackWarnings(): IgnoredPackIndex[] {
+    const warnings = this.packWarnings;
+    this.packWarnings = [];
+    return warnings;
+  }
+
+  /** Whether a pack of this name is stored (as of the last listing): an upload retried after a crash finds its packs again. */
+  hasPack(name: string): boolean {
+    return this.packs.hasPack(name);
+  }
+
+  /**
+   * Stores a pack (core/packs) under its name. The worker checked every
+   * blob in it against its sha256 before; S3 checks the body's CRC32, so
+   * damage on the way is refused (BodyDigestRejectedError) instead of
+   * stored. The payload is not hashed again for the signature: a pack's
+   * blobs are each re-hashed by whoever reads them.
+   */
+  async putPack(name: string, body: Buffer, abortSignal?: AbortSignal): Promise<void> {
+    const key = packKey(this.options.prefix, name);
+    const checksum = Buffer.alloc(4);
+    checksum.writeUInt32BE(crc32(body));
+    const command = new PutObjectCommand({ Bucket: this.options.bucket, Key: key, Body: body, ContentLength: body.length, ChecksumCRC32: checksum.toString('base64') });
+    command.middlewareStack.add(
+      (next) => async (args) => {
+        (args.request as { headers: Record<string, string> }).headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+        return next(args);
+      },
+      { step: 'build', name: 'ferryUnsignedPackPayload' },
+    );
+    try {
+      await this.options.client.send(command, { abortSignal });
+    } catch (err) {
+      if (isDigestRejection(err)) throw new BodyDigestRejectedError(key, err);
+      throw err;
+    }
+  }
+
+  /** Stores the index object of packs just written; from then on their blobs count as stored. */
+  async putPackIndex(listings: PackListing[], abortSignal?: AbortSignal): Promise<string> {
+    const { name, body } = packIndexBody(listings);
+    const key = packIndexKey(this.options.prefix, name);
+    await this.putVerified(key, body, name, abortSignal);
+    this.packs.rememberWritten(listings);
+    return key;
+  }
+
+  /** The bytes `[start, end)` of a pack. */
+  async readPackRange(name: string, start: number, end: number, abortSignal?: AbortSignal): Promise<Buffer> {
+    const key = packKey(this.options.prefix, name);
+    let response;
+    try {
+      response = await this.options.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }), { abortSignal });
+    } catch (err) {
+      // The range starts past the pack's end.
+      if (err instanceof S3ServiceException && err.name === 'InvalidRange') throw new PackRangeShortError(key, start, end, 0);
+      // Deleted since it was listed (found damaged by another worker): its blobs are stored no more.
+      if (err instanceof NoSuchKey || err instanceof NotFound) this.packs.forgetPack(name);
+      throw err;
+    }
+    const body = Buffer.from(await response.Body!.transformToByteArray());
+    if (body.length !== end - start) throw new PackRangeShortError(key, start, end, body.length);
+    return body;
+  }
+
+  /** A short-lived GET URL for one pack: scoped to that key, expiring in minutes; readers send a Range header. */
+  presignPackGet(name: string): Promise<string> {
+    return this.presignGet(packKey(this.options.prefix, name));
+  }
+
+  /** Key of the pack object named `name`. */
+  packKey(name: string): string {
+    return packKey(this.options.prefix, name);
+  }
+
+  /**
+   * Whether the stored copy of a blob (in its pack, or alone) still hashes
+   * to its name, read back and hashed here; read twice before it is called
+   * damaged, as bytes damaged on the way arrive whole the second time.
+   */
+  async checkStoredBlob(sha256: string, abortSignal?: AbortSignal): Promise<'intact' | 'damaged' | 'missing'> {
+    try {
+      await this.readBlob(sha256, abortSignal);
+      return 'intact';
+    } catch (err) {
+      if (err instanceof StoredChecksumMismatchError || err instanceof PackRangeShortError) return 'damaged';
+      if (err instanceof NoSuchKey || err instanceof NotFound) return 'missing';
+      throw err;
+    }
+  }
+
+  /**
+   * Marks the pack copies of a blob damaged (an empty marker object per
+   * pack, core/packs packDamageKey), once a good copy is stored alone: every
+   * catalog that lists the packs folder then takes the blob from its own key.
+   * Packs are not rewritten or deleted (their name fixes their bytes, and the
+   * worker's role may not delete blobs). Returns the markers written.
+   */
+  async markPackedCopyDamaged(sha256: string, abortSignal?: AbortSignal): Promise<string[]> {
+    const written: string[] = [];
+    for (let place = (await this.locateBlobs([sha256], abortSignal)).get(sha256); place; place = this.packs.placeOf(sha256)) {
+      const key = packDamageKey(this.options.prefix, place.pack, sha256);
+      await this.options.client.send(new PutObjectCommand({ Bucket: this.options.bucket, Key: key, Body: Buffer.alloc(0), ContentLength: 0 }), { abortSignal });
+      this.packs.rememberDamaged(place.pack, sha256);
+      written.push(key);
+    }
+    return written;
   }
 
   private rememberStored(sha256: string): void {
@@ -231,11 +347,12 @@ export class S3BlobStore {
     this.rememberStored(sha256);
   }
 
-  /** Stores `body` under its sha256, which S3 checks against the bytes it receives. */
-  async putVerified(key: string, body: Buffer, sha256: string, abortSignal?: AbortSignal): Promise<void> {
+  /** Stores `body` (bytes, or a stream of a known length) under its sha256, which S3 checks against the bytes it receives. */
+  async putVerified(key: string, body: Buffer | { stream: Readable; bytes: number }, sha256: string, abortSignal?: AbortSignal): Promise<void> {
+    const [Body, ContentLength] = Buffer.isBuffer(body) ? [body, body.length] : [body.stream, body.bytes];
     try {
       await this.options.client.send(
-        new PutObjectCommand({ Bucket: this.options.bucket, Key: key, Body: body, ContentLength: body.length, ChecksumSHA256: hexToBase64(sha256) }),
+        new PutObjectCommand({ Bucket: this.options.bucket, Key: key, Body, ContentLength, ChecksumSHA256: hexToBase64(sha256) }),
         { abortSignal },
       );
     } catch (err) {
@@ -315,9 +432,27 @@ export class S3BlobStore {
     return { size, sha256: hash.digest('hex') };
   }
 
-  /** A blob's bytes, checked against its key. For small blobs (reports, logs people read). */
-  async getBlob(sha256: string): Promise<Buffer> {
-    return this.readVerified(this.blobKey(sha256), sha256);
+  /** A blob's bytes (from its pack, or stored alone), checked against its sha256. For small blobs (reports, logs people read). */
+  getBlob(sha256: string): Promise<Buffer> {
+    return this.readBlob(sha256);
+  }
+
+  private async readBlob(sha256: string, abortSignal?: AbortSignal, listedAgain = false): Promise<Buffer> {
+    const place = (await this.locateBlobs([sha256], abortSignal)).get(sha256);
+    if (!place) return this.readVerified(this.blobKey(sha256), sha256, abortSignal);
+    let actual = '';
+    for (let read = 0; read < 2; read++) {
+      const body = await this.readPackRange(place.pack, place.offset, place.offset + place.size, abortSignal);
+      actual = createHash('sha256').update(body).digest('hex');
+      if (actual === sha256) return body;
+    }
+    // Another worker may have put the blob back and marked this copy since the catalog listed the packs: list again once.
+    if (!listedAgain) {
+      await this.refreshPacks(abortSignal);
+      const now = this.packs.placeOf(sha256);
+      if (now?.pack !== place.pack || now.offset !== place.offset) return this.readBlob(sha256, abortSignal, true);
+    }
+    throw new StoredChecksumMismatchError(`${this.packKey(place.pack)} bytes ${place.offset}-${place.offset + place.size - 1}`, sha256, actual);
   }
 
   /**
@@ -325,10 +460,10 @@ export class S3BlobStore {
    * mismatch is read once more: bytes damaged on the way arrive whole the
    * second time, bytes damaged at rest mismatch again and are reported.
    */
-  private async readVerified(key: string, sha256: string): Promise<Buffer> {
+  private async readVerified(key: string, sha256: string, abortSignal?: AbortSignal): Promise<Buffer> {
     let actual = '';
     for (let read = 0; read < 2; read++) {
-      const response = await this.options.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key }));
+      const response = await this.options.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key }), { abortSignal });
       const body = Buffer.from(await response.Body!.transformToByteArray());
       actual = createHash('sha256').update(body).digest('hex');
       if (actual === sha256) return body;
@@ -336,11 +471,26 @@ export class S3BlobStore {
     throw new StoredChecksumMismatchError(key, sha256, actual);
   }
 
+  /** The manifest's reference as it would be stored, without storing it (a dry run's). */
+  manifestRef(manifest: Manifest): ManifestRef {
+    const { digest } = measureManifest(manifest);
+    return { manifestDigest: digest, manifestKey: manifestKey(this.options.prefix, digest), ...manifestTotals(manifest) };
+  }
+
+  /**
+   * Stores the manifest under the sha256 of its canonical JSON. The JSON is
+   * made twice, once to hash and measure it and once as the request body,
+   * so a manifest of 100,000 files (15 MB) is never held whole in memory.
+   */
   async putManifest(manifest: Manifest): Promise<ManifestRef> {
-    const body = Buffer.from(canonicalManifestJson(manifest), 'utf8');
-    const digest = createHash('sha256').update(body).digest('hex');
+    const { digest, bytes } = measureManifest(manifest);
     const key = manifestKey(this.options.prefix, digest);
-    if (!(await this.hasObject(key))) await this.putVerified(key, body, digest);
+    if (!(await this.hasObject(key))) {
+      const stream = Readable.from((function* () {
+        for (const piece of canonicalManifestPieces(manifest)) yield Buffer.from(piece, 'utf8');
+      })());
+      await this.putVerified(key, { stream, bytes }, digest);
+    }
     return { manifestDigest: digest, manifestKey: key, ...manifestTotals(manifest) };
   }
 
@@ -416,6 +566,21 @@ export class S3BlobStore {
     });
   }
 
+  /**
+   * A short-lived PUT URL for the blob `sha256`, for a target to store a file
+   * it holds: the request must carry the returned header, and S3 refuses a
+   * body that does not hash to the key.
+   */
+  async presignBlobPut(sha256: string): Promise<{ url: string; checksumHeader: string }> {
+    const checksum = hexToBase64(sha256);
+    const url = await getSignedUrl(this.options.presignClient, new PutObjectCommand({ Bucket: this.options.bucket, Key: this.blobKey(sha256), ChecksumSHA256: checksum }), {
+      expiresIn: this.options.presignExpirySeconds,
+      // Signed as a header, so the request cannot leave it out.
+      unhoistableHeaders: new Set(['x-amz-checksum-sha256']),
+    });
+    return { url, checksumHeader: checksum };
+  }
+
   /** Stores a local file under `key`; S3 checks it against `sha256`. */
   async putFile(key: string, filePath: string, size: number, sha256: string, abortSignal?: AbortSignal): Promise<void> {
     try {
@@ -466,14 +631,14 @@ export class S3BlobStore {
     return keys.length;
   }
 
-  async createMultipart(sha256: string): Promise<MultipartState> {
+  private async createMultipart(sha256: string): Promise<MultipartState> {
     const response = await this.options.client.send(
       new CreateMultipartUploadCommand({ Bucket: this.options.bucket, Key: this.blobKey(sha256), ChecksumAlgorithm: 'SHA256' }),
     );
     return { sha256, uploadId: response.UploadId! };
   }
 
-  async uploadPart(state: MultipartState, partNumber: number, body: Buffer, abortSignal?: AbortSignal): Promise<CompletedPart> {
+  private async uploadPart(state: MultipartState, partNumber: number, body: Buffer, abortSignal?: AbortSignal): Promise<CompletedPart> {
     const checksum = createHash('sha256').update(body).digest('base64');
     try {
       const response = await this.options.client.send(
@@ -495,7 +660,7 @@ export class S3BlobStore {
     }
   }
 
-  async completeMultipart(state: MultipartState, parts: CompletedPart[]): Promise<void> {
+  private async completeMultipart(state: MultipartState, parts: CompletedPart[]): Promise<void> {
     await this.options.client.send(
       new CompleteMultipartUploadCommand({
         Bucket: this.options.bucket,
@@ -506,7 +671,7 @@ export class S3BlobStore {
     );
   }
 
-  async abortMultipart(state: MultipartState): Promise<void> {
+  private async abortMultipart(state: MultipartState): Promise<void> {
     await this.options.client.send(
       new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: this.blobKey(state.sha256), UploadId: state.uploadId }),
     );
@@ -533,4 +698,10 @@ export function createS3Clients(settings: {
     client: new S3Client({ ...base, responseChecksumValidation: 'WHEN_REQUIRED' }),
     presignClient: new S3Client({ ...base, requestChecksumCalculation: 'WHEN_REQUIRED' }),
   };
+}
+
+/** The blob store a configuration names (the worker's, and the CLI's for reading logs and artifacts). */
+export function blobStoreFromConfig(s3: FerryConfig['s3']): S3BlobStore {
+  const { client, presignClient } = createS3Clients(s3);
+  return new S3BlobStore({ client, presignClient, bucket: s3.bucket, prefix: s3.prefix, presignExpirySeconds: s3.presignExpirySeconds });
 }

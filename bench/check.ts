@@ -3,7 +3,7 @@
  * targets without starting anything. Prints the summary table; exits 1 when
  * a target is missed (naming each), 2 when there is no results file to judge.
  */
-import { repoRoot } from '../client/services';
+import { repoRoot } from '../client/tools';
 import { SECTION_NAMES } from './options';
 import { summaryTable } from './report';
 import { missedTargets, readResults, resultsPath } from './results';

@@ -1,6 +1,6 @@
 /** The benchmark's settings, all from BENCH_* environment variables (documented in bench/main.ts). */
 
-export const SECTION_NAMES = ['orchestration', 'sessions', 'sync', 'delta', 'hashing', 'tree'] as const;
+export const SECTION_NAMES = ['cli', 'orchestration', 'sessions', 'sync', 'delta', 'hashing', 'tree'] as const;
 export type SectionName = (typeof SECTION_NAMES)[number];
 
 export interface BenchOptions {
@@ -10,12 +10,14 @@ export interface BenchOptions {
   largeMiB: number;
   deltaMiB: number;
   hashRuns: number;
+  /** Timed runs of each CLI command in the cli section. */
+  cliRuns: number;
   executes: number;
   oneFileSyncs: number;
   sessionLevels: number[];
   sessionFiles: number;
   treeFiles: number;
-  /** Bound on each workflow and child snapshot, so a hang cannot hang the benchmark. */
+  /** Bound on each workflow, child snapshot and peer process, so a hang cannot hang the benchmark. */
   timeoutSeconds: number;
 }
 
@@ -53,6 +55,7 @@ export function readOptions(): BenchOptions {
     largeMiB: positiveInt('BENCH_LARGE_MB', 64),
     deltaMiB: positiveInt('BENCH_DELTA_MB', 500),
     hashRuns: positiveInt('BENCH_HASH_RUNS', 3),
+    cliRuns: positiveInt('BENCH_CLI_RUNS', 20),
     executes: positiveInt('BENCH_EXECUTES', 200),
     oneFileSyncs: positiveInt('BENCH_SYNCS', 20),
     sessionLevels: positiveIntList('BENCH_SESSION_LEVELS', [50, 100, 200]),

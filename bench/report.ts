@@ -1,28 +1,35 @@
 /** Plain-text tables for the benchmark's stdout. MB means 10^6 bytes throughout. */
 import type { StepDurations } from '../core/sync';
 import { renderTable } from '../client/format';
+import type { PeerName } from './processes';
 import type { Target } from './results';
 
-export type Scenario = 'cold' | 'no-change' | 'one file changed';
-export type Tool = 'cp -r' | 'ferry' | 'rclone up' | 'rclone down' | 'rclone up+down';
+export type Scenario = 'cold' | 'no-change' | 'no-change, CLI' | 'one file changed';
+/** `ferry`: the workflow started in this process; `ferry CLI`: `node bin/ferry.js sync` as its own process. */
+export type Tool = 'cp -r' | 'ferry' | 'ferry CLI' | PeerName;
 
 export interface ResultRow {
   set: string;
   scenario: Scenario;
   tool: Tool;
-  /** Wall time; null when the run failed. */
+  /** Wall time (for a peer: its upload and its download process, one after the other); null when the run failed. */
   seconds: number | null;
+  /** Peers only: the upload and the download process. */
+  upSeconds?: number | null;
+  downSeconds?: number | null;
   /** Data-set bytes / seconds, in MB/s: the same denominator for every scenario, so rows compare directly. */
   mbPerSec: number | null;
-  /** null when not applicable (cp, rclone down) or unknown. */
+  /** null when not applicable (cp) or unknown. */
   bytesUploaded: number | null;
-  /** ferry seconds / rclone up+down seconds of the same set and scenario (ferry rows only). */
+  /** ferry rows: seconds / the faster peer's seconds in the same set and scenario. */
   ratio: number | null;
+  /** The peer `ratio` is taken against. */
+  ratioPeer?: PeerName;
   bytesDownloaded?: number | null;
   /** ferry only: the workflow's own per-step timings and counters. */
   ferry?: {
     workflowId: string;
-    /** CPU time of the benchmark process (in-process worker + runtime agent) during the sync. */
+    /** CPU time of the benchmark process (which hosts the worker; the runtime agent runs apart) during the sync. */
     processCpuSeconds: number;
     durationsMs: StepDurations;
     filesTotal: number;
@@ -54,25 +61,28 @@ export function benchTable(headers: string[], rows: string[][], right: boolean[]
 
 export function resultsTable(rows: ResultRow[]): string {
   return benchTable(
-    ['set', 'scenario', 'tool', 'seconds', 'MB/s', 'bytes uploaded', 'ferry/rclone'],
+    ['set', 'scenario', 'tool', 'seconds', 'up s', 'down s', 'MB/s', 'bytes up', 'bytes down', 'ferry/faster peer'],
     rows.map((r) => [
       r.set,
       r.scenario,
       r.tool,
       r.error ? 'FAILED' : fixed(r.seconds, 2),
+      fixed(r.upSeconds, 2),
+      fixed(r.downSeconds, 2),
       fixed(r.mbPerSec, 1),
       formatBytes(r.bytesUploaded),
-      r.ratio === null ? '' : `${r.ratio.toFixed(2)}x`,
+      formatBytes(r.bytesDownloaded),
+      r.ratio === null ? '' : `${r.ratio.toFixed(2)}x ${r.ratioPeer ?? ''}`.trim(),
     ]),
-    [false, false, false, true, true, true, true],
+    [false, false, false, true, true, true, true, true, true, true],
   );
 }
 
 /** Where ferry's wall time goes: the workflow's step timings, and the rest (scheduling, start, result). */
 export function ferryStepsTable(rows: ResultRow[]): string {
-  const ferryRows = rows.filter((r) => r.tool === 'ferry' && r.ferry && r.seconds !== null);
+  const ferryRows = rows.filter((r) => r.ferry && r.seconds !== null);
   return benchTable(
-    ['set', 'scenario', 'wall s', 'snapshot', 'upload', 'land', 'verify', 'other', 'node cpu s', 'files landed', 'bytes landed'],
+    ['set', 'scenario', 'tool', 'wall s', 'snapshot', 'upload', 'land', 'verify', 'other', 'node cpu s', 'files landed', 'bytes landed'],
     ferryRows.map((r) => {
       const d = r.ferry!.durationsMs;
       const steps = d.snapshotSource + d.uploadBlobs + d.landManifest + d.verifyLanding;
@@ -80,6 +90,7 @@ export function ferryStepsTable(rows: ResultRow[]): string {
       return [
         r.set,
         r.scenario,
+        r.tool,
         fixed(r.seconds, 2),
         s(d.snapshotSource),
         s(d.uploadBlobs),
@@ -91,7 +102,7 @@ export function ferryStepsTable(rows: ResultRow[]): string {
         formatBytes(r.ferry!.bytesLanded),
       ];
     }),
-    [false, false, true, true, true, true, true, true, true, true, true],
+    [false, false, false, true, true, true, true, true, true, true, true, true],
   );
 }
 

@@ -41,7 +41,7 @@ export interface ResultsFile {
   errors: string[];
 }
 
-export const RESULTS_VERSION = 2;
+export const RESULTS_VERSION = 3;
 
 export const resultsPath = (root: string) => path.join(root, 'bench', 'results.json');
 

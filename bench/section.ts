@@ -2,7 +2,8 @@
 import type { TestStack } from '../test/support/testStack';
 import type { DataSet, DataSetName } from './data';
 import type { BenchOptions } from './options';
-import type { Rclone } from './processes';
+import type { Peer, PeerName } from './processes';
+import type { CountingRig } from './requests';
 import type { Target } from './results';
 
 export interface BenchContext {
@@ -13,8 +14,12 @@ export interface BenchContext {
   dataRoot: string;
   /** A data set, generated (or verified) in bench/.data on first use. */
   dataSet(name: DataSetName): Promise<DataSet>;
-  /** rclone pointed at the stack's S3 server. */
-  rclone(): Rclone;
+  /** The peers this run has, pointed at the stack's S3 server. */
+  peers: Peer[];
+  /** Peers this run lacks, and why (only outside CI: under CI=true a missing peer stops the run). */
+  missingPeers: MissingPeer[];
+  /** The untimed request-counting worker, agent and proxy, started on first use. */
+  countingRig(): Promise<CountingRig>;
   progress(text: string): void;
 }
 
@@ -28,3 +33,8 @@ export interface SectionResult {
 }
 
 export type Section = (ctx: BenchContext) => Promise<SectionResult>;
+
+export interface MissingPeer {
+  name: PeerName;
+  reason: string;
+}

@@ -6,6 +6,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { sessionRoot, type SyncResult } from '../core/sync';
 import type { TestStack } from '../test/support/testStack';
 import type { syncWorkflow } from '../workflows/sync';
+import type { S3Settings } from './processes';
 
 /** The failure chain of a ferry run, with Temporal failure types and details, for the report. */
 export function describeError(err: unknown): string {
@@ -50,19 +51,31 @@ async function describePending(handle: WorkflowHandle): Promise<string> {
 
 /** The sync's result; after `timeoutMs`, an error naming what it is stuck on (the workflow is terminated). */
 export function syncResult(handle: WorkflowHandle<typeof syncWorkflow>, timeoutMs: number): Promise<SyncResult> {
-  return withTimeout(handle.result(), timeoutMs, async () => {
+  // Started without dryRun, so the result is a SyncResult.
+  return withTimeout(handle.result() as Promise<SyncResult>, timeoutMs, async () => {
     const pending = await describePending(handle).catch((err: unknown) => `(describe failed: ${String(err)})`);
     await handle.terminate('benchmark timeout').catch(() => undefined);
     return new Error(`workflow ${handle.workflowId}: no result after ${timeoutMs / 1000} s; terminated. ${pending}`);
   });
 }
 
-export function startSync(stack: TestStack, workflowId: string, sessionId: string, sourcePath: string): Promise<WorkflowHandle<typeof syncWorkflow>> {
+/** Starts a sync on the stack's worker, or on the worker polling `taskQueue`. */
+export function startSync(stack: TestStack, workflowId: string, sessionId: string, sourcePath: string, taskQueue = stack.config.temporal.taskQueue): Promise<WorkflowHandle<typeof syncWorkflow>> {
   return stack.client.workflow.start<typeof syncWorkflow>('syncWorkflow', {
-    taskQueue: stack.config.temporal.taskQueue,
+    taskQueue,
     workflowId,
     args: [{ sessionId, source: { path: sourcePath } }],
   });
+}
+
+/** The stack's S3 server as the peers see it; `endpoint` replaces its URL (the counting proxy). */
+export function stackS3Settings(stack: TestStack, endpoint?: string): S3Settings {
+  const setting = (name: 'FERRY_S3_ENDPOINT' | 'FERRY_S3_ACCESS_KEY_ID' | 'FERRY_S3_SECRET_ACCESS_KEY') => {
+    const value = stack.settings[name];
+    if (!value) throw new Error(`the test stack has no ${name}`);
+    return value;
+  };
+  return { endpoint: endpoint ?? setting('FERRY_S3_ENDPOINT'), accessKeyId: setting('FERRY_S3_ACCESS_KEY_ID'), secretAccessKey: setting('FERRY_S3_SECRET_ACCESS_KEY'), bucket: stack.config.s3.bucket };
 }
 
 /** Where a session's synced folder lands on the stack's local target. */

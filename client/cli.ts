@@ -7,21 +7,25 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, workflowUiUrl } from '../core/config';
-import { parseDurationMs } from '../core/duration';
+import { parseBytes, parseDurationMs } from '../core/duration';
 import { unsafePathReason } from '../core/paths';
-import { sessionIdProblem } from '../core/sync';
-import { CommandError, formatFiles, formatSyncSummary, formatTimeline, listTargetFiles, loadTimeline, runSync } from './commands';
+import { sessionIdProblem, type LinkPolicy } from '../core/sync';
+import { CommandError, formatFiles, formatSyncSummary, formatTimeline, listSessionFiles, runSync } from './commands';
 import { loadConfig } from './config';
 import { runDemo } from './demo';
-import { formatExecSummary, formatStarted, formatStatus, parseInputRef, pipelines, readCode } from './pipelineCommands';
-import { EXECUTE_LANGUAGES, type ExecuteLanguage } from '../core/pipeline';
-import { explainWorkflow, formatDiagnosis } from './explain';
-import { repoRoot } from './services';
+import { formatStarted, formatStatus, parseInputRef, parseStreamOffsets, pipelines, runExec, type ExecCommandOptions } from './pipelineCommands';
+import { EXECUTE_LANGUAGES } from '../core/pipeline';
+import { formatExplanation } from './explain';
+import { analyseWorkflow } from './history';
+import { repoRoot } from './tools';
 import { DEFAULT_PORTS, startStack, stopStack } from './stack';
 import { withClient } from './temporal';
 import { renderTimelineHtml } from './timelineHtml';
 import { runCodecServer } from './codecServer';
+import { formatTargets, linksOption, targetOption } from './targets';
 import { registerTrainingCommands } from './training';
+import { registerMcpCommand } from './mcpCommand';
+import type { TargetRef } from '../core/target';
 
 const print = (text: string) => process.stdout.write(`${text}\n`);
 
@@ -44,6 +48,14 @@ function destArgument(value: string): string {
 function durationArgument(value: string): number {
   try {
     return parseDurationMs(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+function sizeArgument(value: string): number {
+  try {
+    return parseBytes(value);
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message);
   }
@@ -100,10 +112,23 @@ export function buildProgram(): Command {
     .argument('<dir>', 'folder to sync')
     .requiredOption('--session <id>', 'compute session to sync into', sessionArgument)
     .option('--dest <path>', 'folder inside the session', destArgument, 'data')
+    .addOption(targetOption('where the session lives'))
+    .addOption(linksOption())
+    .option('--size-warning <size>', 'over this size (e.g. 500MB, 2GiB) name the largest folders before upload (default FERRY_SIZE_WARNING, else 1GiB)', sizeArgument)
+    .option('--dry-run', 'snapshot and print the plan (files, bytes, what is new to the store, what the target already has); store, upload and land nothing', false)
     .option('--json', 'print one JSON object instead of the summary', false)
-    .action(async (dir: string, options: { session: string; dest: string; json: boolean }) => {
+    .action(async (dir: string, options: { session: string; dest: string; target: TargetRef; links: LinkPolicy; sizeWarning?: number; dryRun: boolean; json: boolean }) => {
       await withClient(async (client, config) => {
-        const summary = await runSync(client, config, { dir, sessionId: options.session, dest: options.dest, showProgress: !options.json });
+        const summary = await runSync(client, config, {
+          dir,
+          sessionId: options.session,
+          dest: options.dest,
+          target: options.target,
+          showProgress: !options.json,
+          links: options.links,
+          sizeWarningBytes: options.sizeWarning,
+          dryRun: options.dryRun,
+        });
         print(options.json ? JSON.stringify(summary) : formatSyncSummary(summary));
       });
     });
@@ -113,10 +138,20 @@ export function buildProgram(): Command {
     .description('list what the target holds for a session, with sizes and sha256 computed on the target')
     .argument('<session>', 'session id', sessionArgument)
     .option('--dest <path>', 'folder inside the session', destArgument, 'data')
+    .addOption(targetOption('where the session lives'))
     .option('--json', 'print JSON', false)
-    .action(async (session: string, options: { dest: string; json: boolean }) => {
-      const listing = await listTargetFiles(loadConfig(), session, options.dest);
-      print(options.json ? JSON.stringify({ sessionId: session, dest: options.dest, ...listing }) : formatFiles(session, options.dest, listing));
+    .action(async (session: string, options: { dest: string; target: TargetRef; json: boolean }) => {
+      await withClient(async (client, config) => {
+        const listing = await listSessionFiles(client, config, { sessionId: session, dest: options.dest, target: options.target });
+        print(options.json ? JSON.stringify(listing) : formatFiles(listing));
+      });
+    });
+
+  program
+    .command('targets')
+    .description('the kinds of target sessions can live on: what each is, its --target form and the settings it reads')
+    .action(() => {
+      print(formatTargets());
     });
 
   program
@@ -125,17 +160,16 @@ export function buildProgram(): Command {
     .argument('<workflowId>', 'workflow id')
     .addOption(new Option('--gap <duration>', 'flag gaps longer than this (e.g. 30s, 5m)').argParser(durationArgument).default(30_000, '30s'))
     .option('--json', 'print JSON', false)
-    .option('--html <file>', 'write the timeline as a self-contained page: a bar per attempt, gaps shaded by cause, failures in red')
+    .option('--html <file>', 'write the timeline as a self-contained page: a bar per attempt, a lane per pipeline stage, gaps shaded by cause, failures in red')
     .action(async (workflowId: string, options: { gap: number; json: boolean; html?: string }) => {
       await withClient(async (client, config) => {
+        const analysis = await analyseWorkflow(client, config, workflowId, options.gap);
         if (options.html) {
-          writeFileSync(options.html, renderTimelineHtml(await explainWorkflow(client, config, workflowId, options.gap)));
+          writeFileSync(options.html, renderTimelineHtml(analysis));
           print(`wrote ${path.resolve(options.html)}`);
           return;
         }
-        const timeline = await loadTimeline(client, workflowId, options.gap);
-        const webUiUrl = workflowUiUrl(config, workflowId);
-        print(options.json ? JSON.stringify({ ...timeline, webUiUrl }) : formatTimeline(timeline, options.gap, webUiUrl));
+        print(options.json ? JSON.stringify(analysis) : formatTimeline(analysis));
       });
     });
 
@@ -147,12 +181,15 @@ export function buildProgram(): Command {
     .option('--input <path|s3://bucket/prefix/>', 'an input for data/ (repeatable)', (value: string, all: string[]) => [...all, value], [] as string[])
     .option('--stages <names>', 'comma-separated stage names', 'coder,validator,reporter')
     .option('--idle-timeout <duration>', 'fail a stage that sees no execute or signal for this long', '30m')
+    .addOption(targetOption('where the session runs'))
+    .addOption(linksOption())
     .option('--json', 'print JSON', false)
-    .action(async (options: { session: string; input: string[]; stages: string; idleTimeout: string; json: boolean }) => {
+    .action(async (options: { session: string; input: string[]; stages: string; idleTimeout: string; target: TargetRef; links: LinkPolicy; json: boolean }) => {
       await withClient(async (client, config) => {
         const started = await pipelines(client, config).start({
           sessionId: options.session,
-          inputs: options.input.map(parseInputRef),
+          target: options.target,
+          inputs: options.input.map((input) => parseInputRef(input, options.links)),
           stages: options.stages.split(',').map((s) => s.trim()),
           stageIdleTimeout: options.idleTimeout,
         });
@@ -164,8 +201,9 @@ export function buildProgram(): Command {
     .description('sync more inputs into data/; they are verified before the next execution')
     .argument('<workflowId>', 'pipeline workflow id')
     .requiredOption('--input <path|s3://bucket/prefix/>', 'an input (repeatable)', (value: string, all: string[]) => [...all, value], [] as string[])
-    .action(async (workflowId: string, options: { input: string[] }) => {
-      await withClient((client, config) => pipelines(client, config).addInputs(workflowId, options.input.map(parseInputRef)));
+    .addOption(linksOption())
+    .action(async (workflowId: string, options: { input: string[]; links: LinkPolicy }) => {
+      await withClient((client, config) => pipelines(client, config).addInputs(workflowId, options.input.map((input) => parseInputRef(input, options.links))));
       print(`inputs sent to ${workflowId}`);
     });
   pipeline
@@ -180,26 +218,19 @@ export function buildProgram(): Command {
 
   program
     .command('exec')
-    .description("run code in a pipeline's current stage once its inputs are verified; prints the output tails and exits with the code's exit status")
+    .description("run code in a pipeline's current stage once its inputs are verified; prints the output (its tails, or all of it as it comes with --follow) and exits with the code's exit status; --attach replays and follows an execution sent before")
     .argument('<workflowId>', 'pipeline workflow id')
-    .addOption(new Option('--lang <language>', 'interpreter').choices([...EXECUTE_LANGUAGES]).makeOptionMandatory())
-    .requiredOption('--code <file|->', 'file holding the code, or - for stdin')
+    .argument('[requestId]', 'with --attach: the request id of the execution to re-attach to')
+    .addOption(new Option('--lang <language>', 'interpreter').choices([...EXECUTE_LANGUAGES]))
+    .option('--code <file|->', 'file holding the code, or - for stdin')
     .option('--timeout <seconds>', 'kill the code after this many seconds (default 600)', (v: string) => Number(v))
-    .option('--request-id <id>', 'idempotency key: resending the same id returns the first result')
+    .option('--request-id <id>', 'idempotency key: resending the same id returns the first result (default: a new id, printed)')
+    .option('-f, --follow', "print stdout and stderr as the code produces them (from the chunks the workflow ships to S3)", false)
+    .option('--attach', 'replay the output of the execution sent with <requestId> from the start, then follow it to its end (running or finished, any time later)', false)
+    .option('--offset <bytes>', 'with --attach: skip this many bytes of stdout (and, after a comma, of stderr)', parseStreamOffsets)
     .option('--json', 'print the result as JSON (exit 0 whatever the code returned)', false)
-    .action(async (workflowId: string, options: { lang: ExecuteLanguage; code: string; timeout?: number; requestId?: string; json: boolean }) => {
-      const code = await readCode(options.code);
-      const result = await withClient((client, config) =>
-        pipelines(client, config).execute(workflowId, { language: options.lang, code, timeoutSeconds: options.timeout }, { requestId: options.requestId }),
-      );
-      if (options.json) {
-        print(JSON.stringify(result));
-        return;
-      }
-      process.stdout.write(result.stdoutTail);
-      process.stderr.write(result.stderrTail);
-      process.stderr.write(`ferry: ${formatExecSummary(result)}\n`);
-      process.exitCode = result.exitCode ?? 1;
+    .action(async (workflowId: string, requestId: string | undefined, options: ExecCommandOptions) => {
+      await runExec(workflowId, requestId, options);
     });
 
   program
@@ -241,8 +272,8 @@ export function buildProgram(): Command {
     .option('--json', 'print the diagnosis as JSON', false)
     .action(async (workflowId: string, options: { gapThreshold: number; json: boolean }) => {
       await withClient(async (client, config) => {
-        const diagnosis = await explainWorkflow(client, config, workflowId, options.gapThreshold);
-        print(options.json ? JSON.stringify(diagnosis) : formatDiagnosis(diagnosis));
+        const analysis = await analyseWorkflow(client, config, workflowId, options.gapThreshold);
+        print(options.json ? JSON.stringify(analysis) : formatExplanation(analysis));
       });
     });
 
@@ -256,6 +287,7 @@ export function buildProgram(): Command {
       await runCodecServer(loadConfig(), options, print);
     });
   registerTrainingCommands(program);
+  registerMcpCommand(program);
 
   return program;
 }

@@ -1,7 +1,7 @@
 /** `ferry codec-server`: the codec server in the foreground until Ctrl-C. */
 import { ConfigError, type FerryConfig } from '../core/config';
-import { startCodecServer } from '../worker/codecServer';
-import { AesGcmPayloadCodec } from '../worker/payloadCodec';
+import { startCodecServer } from '../temporal/codecServer';
+import { AesGcmPayloadCodec } from '../temporal/payloadCodec';
 
 export async function runCodecServer(config: FerryConfig, options: { port: number; host: string; origin?: string[] }, print: (line: string) => void): Promise<void> {
   if (!config.codec) throw new ConfigError('FERRY_CODEC_KEY', 'is not set: payloads are not encrypted, so there is nothing to decode');

@@ -6,16 +6,16 @@
  * from the verified CSV, the timeline and where to look in the Web UI.
  */
 import path from 'node:path';
-import { workflowUiUrl } from '../core/config';
 import { pipelineWorkflowId } from '../core/pipeline';
-import { activityDepsFromConfig } from '../worker/worker';
-import { formatTimeline, loadTimeline } from './commands';
+import { blobStoreFromConfig } from '../activities/s3BlobStore';
+import { formatTimeline } from './commands';
 import { loadConfig, readStackState, stackDir } from './config';
 import { runDemoAgent } from './demoAgent';
+import { analyseWorkflow } from './history';
 import { formatExecSummary } from './pipelineCommands';
 import { PipelineClient } from './pipelineClient';
 import { writeDemoInput } from './sampleData';
-import { isPidAlive } from './services';
+import { isPidAlive } from './managedProcess';
 import { DEFAULT_PORTS, startStack } from './stack';
 import { connectClient } from './temporal';
 
@@ -33,7 +33,7 @@ export async function runDemo(print: (text: string) => void, report: (line: stri
   const { client, close } = await connectClient(config);
   try {
     const pipelines = new PipelineClient(client, config.temporal.taskQueue);
-    const { workflowId, runId } = await pipelines.start({ sessionId: SESSION, inputs: [{ path: input }] });
+    const { workflowId } = await pipelines.start({ sessionId: SESSION, inputs: [{ path: input }] });
     report(`pipeline ${workflowId} started: provisioning session "${SESSION}", syncing and verifying ${input} into data/ …`);
     const result = await runDemoAgent(pipelines, workflowId, (step, executed) => {
       report(`[${step.stage}] ${step.what}: ${formatExecSummary(executed)}`);
@@ -41,13 +41,12 @@ export async function runDemo(print: (text: string) => void, report: (line: stri
     });
     const reportFile = result.stages.at(-1)?.artifacts?.files.find((f) => f.path === 'report.md');
     if (!reportFile) throw new Error('the reporter stage collected no report.md');
-    const { blobs } = activityDepsFromConfig(config);
+    const blobs = blobStoreFromConfig(config.s3);
     print('');
     print((await blobs.getBlob(reportFile.sha256)).toString('utf8').trimEnd());
     print('');
     print(`every stage checks the session and re-verifies data/ on the target before its first execution (ferry timeline ${workflowId}):`);
-    const gapMs = 30_000;
-    print(formatTimeline(await loadTimeline(client, workflowId, gapMs), gapMs, workflowUiUrl(config, workflowId, runId)));
+    print(formatTimeline(await analyseWorkflow(client, config, workflowId, 30_000)));
     print('');
     print(`report.md is in S3 as ${reportFile.key} (sha256 ${reportFile.sha256.slice(0, 16)}…)`);
     print(`the pipeline's state:  npx ferry status ${pipelineWorkflowId(SESSION)}`);

@@ -1,13 +1,16 @@
 /**
- * Maps Temporal's history events (and a running workflow's pending
- * activities) to the small, plain shapes core/timeline and core/diagnosis
- * analyse. Payloads are decoded here, so the analysis sees the values the
- * workflow saw: digests, boot ids, failure details.
+ * Reads a workflow's history from Temporal (with its children's, and a
+ * running workflow's pending activities) and maps it to the small, plain
+ * shapes core/history analyses. Payloads are decoded here, so the analysis
+ * sees the values the workflow saw: digests, boot ids, failure details.
  */
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
-import type { PendingActivitySummary } from '../core/diagnosis';
-import type { FailureSummary, HistoryEventSummary } from '../core/timeline';
+import { workflowUiUrl, type FerryConfig } from '../core/config';
+import { analyseHistory, type HistoryAnalysis } from '../core/history/analysis';
+import type { FailureSummary, HistoryEventSummary, PendingActivitySummary, WorkflowHistory } from '../core/history/events';
+import { CommandError } from './commands';
 
 const EventType = temporal.api.enums.v1.EventType;
 type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
@@ -307,4 +310,40 @@ export function summarizePendingActivities(pending: temporal.api.workflow.v1.IPe
     heartbeatDetails: firstPayload(activity.heartbeatDetails),
     lastWorkerIdentity: activity.lastWorkerIdentity || undefined,
   }));
+}
+
+/** Children deeper than this, or more than this many per workflow, are not fetched: an analysis stays quick. */
+const MAX_CHILD_DEPTH = 3;
+const MAX_CHILDREN = 50;
+
+/** A workflow's latest run: its history summaries, pending activities and Web UI link, and its children's. */
+async function loadWorkflowHistory(client: Client, config: FerryConfig, workflowId: string, runId?: string, depth = 0): Promise<WorkflowHistory> {
+  let description;
+  try {
+    description = await client.workflow.getHandle(workflowId, runId).describe();
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) throw new CommandError(`no workflow ${workflowId}${runId ? ` (run ${runId})` : ''} in namespace ${config.temporal.namespace}`);
+    throw err;
+  }
+  const history = await client.workflow.getHandle(workflowId, description.runId).fetchHistory();
+  const events = summarizeHistory(history.events ?? []);
+  const loaded: WorkflowHistory = {
+    workflowId,
+    runId: description.runId,
+    workflowType: description.type,
+    events,
+    pendingActivities: summarizePendingActivities(description.raw.pendingActivities ?? []),
+    nowMs: Date.now(),
+    webUiUrl: workflowUiUrl(config, workflowId, description.runId),
+  };
+  if (depth < MAX_CHILD_DEPTH) {
+    const started = events.flatMap((e) => (e.kind === 'childWorkflowStarted' ? [{ workflowId: e.workflowId, runId: e.runId }] : [])).slice(0, MAX_CHILDREN);
+    loaded.children = await Promise.all(started.map((child) => loadWorkflowHistory(client, config, child.workflowId, child.runId, depth + 1)));
+  }
+  return loaded;
+}
+
+/** What `ferry timeline` (table, JSON and page) and `ferry explain` show: one analysis of the workflow and its children. */
+export async function analyseWorkflow(client: Client, config: FerryConfig, workflowId: string, gapThresholdMs: number): Promise<HistoryAnalysis> {
+  return analyseHistory(await loadWorkflowHistory(client, config, workflowId), { gapThresholdMs });
 }

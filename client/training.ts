@@ -8,38 +8,23 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
-import { Command, InvalidArgumentError, Option } from 'commander';
-import { S3BlobStore, createS3Clients } from '../activities/s3BlobStore';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import type { StoredObjects } from '../activities/blobStore';
+import { blobStoreFromConfig } from '../activities/s3BlobStore';
 import { workflowUiUrl, type FerryConfig } from '../core/config';
 import { formatBytes, formatDurationMs } from '../core/duration';
-import { runIdProblem, targetRootProblem, trainingLogPrefix, trainingWorkflowId, type TrainingInput, type TrainingResult, type TrainingTarget } from '../core/training';
+import type { LinkPolicy } from '../core/sync';
+import { describeTarget, type TargetRef } from '../core/target';
+import { runIdProblem, trainingLogPrefix, trainingWorkflowId, type TrainingInput, type TrainingResult } from '../core/training';
 import { stopTrainingSignal, trainingProgressQuery } from '../workflows/trainingDefinitions';
 import { CommandError } from './commands';
+import { linksOption, targetOption } from './targets';
 import { withClient } from './temporal';
 
 const FOLLOW_INTERVAL_MS = 1_000;
 
-export function blobStoreFromConfig(config: FerryConfig): S3BlobStore {
-  const { client, presignClient } = createS3Clients(config.s3);
-  return new S3BlobStore({ client, presignClient, bucket: config.s3.bucket, prefix: config.s3.prefix, presignExpirySeconds: config.s3.presignExpirySeconds });
-}
-
-/** `shell:/abs/root`, `shell:relative/root` (resolved here) or `ssm:i-0123…`. */
-export function parseTargetArgument(value: string, options: { region?: string; root?: string } = {}): TrainingTarget {
-  const [kind, ...rest] = value.split(':');
-  const spec = rest.join(':');
-  if (kind === 'shell' && spec) {
-    const root = path.resolve(spec);
-    const problem = targetRootProblem(root);
-    if (problem) throw new InvalidArgumentError(`shell root ${JSON.stringify(root)} ${problem}`);
-    return { kind: 'shell', root };
-  }
-  if (kind === 'ssm' && spec) return { kind: 'ssm', instanceId: spec, ...(options.region ? { region: options.region } : {}), ...(options.root ? { root: options.root } : {}) };
-  throw new InvalidArgumentError(`${JSON.stringify(value)}: expected shell:<root> or ssm:<instanceId>`);
-}
-
 /** Log chunk keys of a run in log order: by start number, then by byte offset (zero-padded in the key). */
-export async function listLogChunks(blobs: S3BlobStore, runId: string): Promise<{ key: string; size: number }[]> {
+export async function listLogChunks(blobs: StoredObjects, runId: string): Promise<{ key: string; size: number }[]> {
   const chunks = await blobs.listKeys(trainingLogPrefix(blobs.keyPrefix, runId));
   const startNumber = (key: string) => Number(/\/start-(\d+)\//.exec(key)?.[1] ?? 0);
   return chunks.sort((a, b) => startNumber(a.key) - startNumber(b.key) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -69,7 +54,7 @@ async function isClosed(handle: WorkflowHandle): Promise<boolean> {
  * Writes the run's log from S3 to `write`, chunk by chunk; with `follow`,
  * keeps polling until the workflow has closed and every chunk is written.
  */
-export async function followLogs(client: Client, blobs: S3BlobStore, workflowId: string, follow: boolean, write: (bytes: Buffer) => void): Promise<number> {
+export async function followLogs(client: Client, blobs: StoredObjects, workflowId: string, follow: boolean, write: (bytes: Buffer) => void): Promise<number> {
   const runId = await trainingRunId(client, workflowId);
   const handle = client.workflow.getHandle(workflowId);
   const written = new Set<string>();
@@ -92,12 +77,14 @@ export async function followLogs(client: Client, blobs: S3BlobStore, workflowId:
 
 export interface TrainCommandOptions {
   dir: string;
-  target: TrainingTarget;
+  target: TargetRef;
   command: string[];
   runId?: string;
   env: Record<string, string>;
   include: string[];
   exclude: string[];
+  /** The project's link policy; default `skip`. */
+  links?: LinkPolicy;
   startupGraceSeconds?: number;
   pollSeconds?: number;
   detach: boolean;
@@ -115,7 +102,7 @@ export async function runTrain(
   if (problem) throw new CommandError(problem);
   const input: TrainingInput = {
     runId,
-    project: { path: path.resolve(options.dir), include: options.include, exclude: options.exclude },
+    project: { path: path.resolve(options.dir), include: options.include, exclude: options.exclude, ...(options.links ? { links: options.links } : {}) },
     target: options.target,
     command: options.command,
     env: options.env,
@@ -125,7 +112,7 @@ export async function runTrain(
   const workflowId = trainingWorkflowId(runId);
   const handle = await client.workflow.start('trainingWorkflow', { taskQueue: config.temporal.taskQueue, workflowId, args: [input] });
   const webUiUrl = workflowUiUrl(config, workflowId, handle.firstExecutionRunId);
-  out.status(`training ${workflowId} started on ${options.target.kind === 'shell' ? `shell:${options.target.root}` : `ssm:${options.target.instanceId}`}\n  web ui: ${webUiUrl}`);
+  out.status(`training ${workflowId} started on ${describeTarget(options.target)}\n  web ui: ${webUiUrl}`);
   if (options.detach) {
     out.status(`follow it with: ferry logs ${workflowId} -f   stop it with: ferry stop ${workflowId}`);
     return { workflowId };
@@ -135,7 +122,7 @@ export async function runTrain(
     process.exit(130);
   };
   process.once('SIGINT', onInterrupt);
-  const blobs = blobStoreFromConfig(config);
+  const blobs = blobStoreFromConfig(config.s3);
   let lastState = '';
   const states = (async () => {
     while (!(await isClosed(handle).catch(() => true))) {
@@ -166,12 +153,12 @@ export async function runTrain(
 export function formatTrainingResult(result: TrainingResult): string {
   const lines = [
     `${result.stopped ? '■ stopped' : '✔ finished'} training run ${result.runId} with exit code ${result.exitCode ?? 'none (killed)'}`,
-    `  project    ${result.filesTotal} files (${formatBytes(result.bytesTotal)}), manifest ${result.manifestDigest.slice(0, 16)}…, release ${result.release}`,
-    `  landed     first archive ${formatBytes(result.archiveBytes)}${result.resyncs ? `, ${result.resyncs} resyncs` : ''}`,
+    `  project    ${result.filesTotal} files (${formatBytes(result.bytesTotal)}), manifest ${result.manifestDigest.slice(0, 16)}…, in ${result.session.root} on ${result.session.description ?? result.session.target.kind}`,
+    `  landed     ${formatBytes(result.bytesLanded)} on the first landing${result.resyncs ? `, ${result.resyncs} resyncs` : ''}; verified on the target`,
     `  confirmed  ${formatDurationMs(result.timeToConfirmMs)} after start${result.firstLogLineMs !== undefined ? `; first log line after ${formatDurationMs(result.firstLogLineMs)}` : ''}`,
     `  log        ${formatBytes(result.logBytesShipped)} in ${result.logChunks} chunks, ${result.probes} probes`,
   ];
-  if (result.cleanupWarning) lines.push(`  ⚠ ${result.cleanupWarning}`);
+  if (result.outputs) lines.push(`  outputs    ${result.outputs.filesTotal} files (${formatBytes(result.outputs.bytesTotal)}) in S3, manifest ${result.outputs.manifestDigest.slice(0, 16)}…`);
   return lines.join('\n');
 }
 
@@ -196,9 +183,8 @@ export function registerTrainingCommands(program: Command): void {
     .description('sync <dir> to a target, start <command> there, confirm it runs and follow its log to the end')
     .argument('<dir>', 'project folder')
     .argument('<command...>', 'training command, after -- (e.g. -- python train.py --epochs 3)')
-    .requiredOption('--target <target>', 'shell:<root> (this machine) or ssm:<instanceId>')
-    .option('--region <region>', 'AWS region of an ssm target')
-    .option('--root <path>', 'folder on an ssm target holding runs (default /opt/ferry)')
+    .addOption(targetOption('where to train'))
+    .addOption(linksOption())
     .option('--run-id <id>', 'run id (default <dir name>-<timestamp>)')
     .option('--env <NAME=value>', 'environment variable for the command (repeatable)', keyValue, {})
     .option('--include <pattern>', 'sync only matching paths (gitignore syntax, repeatable)', collect, [])
@@ -210,9 +196,9 @@ export function registerTrainingCommands(program: Command): void {
       async (
         dir: string,
         command: string[],
-        options: { target: string; region?: string; root?: string; runId?: string; env: Record<string, string>; include: string[]; exclude: string[]; grace?: number; poll?: number; detach: boolean },
+        options: { target: TargetRef; links: LinkPolicy; runId?: string; env: Record<string, string>; include: string[]; exclude: string[]; grace?: number; poll?: number; detach: boolean },
       ) => {
-        const target = parseTargetArgument(options.target, { region: options.region, root: options.root });
+        const target = options.target;
         await withClient(async (client, config) => {
           const { result } = await runTrain(
             client,
@@ -225,6 +211,7 @@ export function registerTrainingCommands(program: Command): void {
               env: options.env,
               include: options.include,
               exclude: options.exclude,
+              links: options.links,
               startupGraceSeconds: options.grace,
               pollSeconds: options.poll,
               detach: options.detach,
@@ -243,7 +230,7 @@ export function registerTrainingCommands(program: Command): void {
     .option('-f, --follow', 'keep following until the run ends', false)
     .action(async (workflowId: string, options: { follow: boolean }) => {
       await withClient(async (client, config) => {
-        await followLogs(client, blobStoreFromConfig(config), workflowId, options.follow, (bytes) => process.stdout.write(bytes));
+        await followLogs(client, blobStoreFromConfig(config.s3), workflowId, options.follow, (bytes) => process.stdout.write(bytes));
       });
     });
 

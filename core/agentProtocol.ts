@@ -11,7 +11,9 @@
  * root; the agent refuses any that would escape it.
  */
 
-export const AGENT_API_VERSION = 1;
+export const AGENT_API_VERSION = 2;
+/** The first API version whose land requests may read blobs out of pack objects ({@link LandRequest} `packs`). */
+export const PACKS_API_VERSION = 2;
 
 /** `GET /v1/health` */
 export interface AgentHealth {
@@ -25,12 +27,22 @@ export interface AgentHealth {
 }
 
 /**
- * One file to land: where, what, and short-lived URLs to fetch its body from:
- * `url` for a body stored as one blob, or `chunks` (in order) for a large
- * file stored as content-defined chunks (core/chunking). Chunks the file
- * already at `path` holds are copied from it instead of downloaded.
+ * One file to land: where, what, and where to fetch its body from: `url`
+ * for a body stored as one blob, `pack` and `offset` for a body stored in a
+ * pack object (core/packs), or `chunks` (in order) for a large file stored
+ * as content-defined chunks (core/chunking), each with its own `url` or
+ * place in a pack. Chunks the file already at `path` holds are copied from
+ * it instead of downloaded. A link entry (core/manifest `link`) has none of
+ * these: the agent creates a symlink with that text, `size` and `sha256`
+ * being the text's, and never follows it.
  */
-export type LandFile = LandFileBase & ({ url: string; chunks?: undefined } | { url?: undefined; chunks: LandChunk[] });
+export type LandFile = LandFileBase &
+  (
+    | { url: string; chunks?: undefined; link?: undefined; pack?: undefined; offset?: undefined }
+    | ({ url?: undefined; chunks?: undefined; link?: undefined } & PackedAt)
+    | { url?: undefined; chunks: LandChunk[]; link?: undefined; pack?: undefined; offset?: undefined }
+    | { url?: undefined; chunks?: undefined; link: string; pack?: undefined; offset?: undefined }
+  );
 
 interface LandFileBase {
   path: string;
@@ -39,14 +51,21 @@ interface LandFileBase {
   sha256: string;
 }
 
-export interface LandChunk {
-  sha256: string;
-  size: number;
-  url: string;
+/**
+ * Where a blob sits in a pack object: the `pack`-th URL of the request's
+ * `packs`, from byte `offset`, as many bytes as the blob's size. The agent
+ * reads such blobs with HTTP range requests, one for many neighbouring
+ * blobs, and checks each blob's sha256 as it does a whole object's.
+ */
+export interface PackedAt {
+  pack: number;
+  offset: number;
 }
 
+export type LandChunk = { sha256: string; size: number } & ({ url: string; pack?: undefined; offset?: undefined } | ({ url?: undefined } & PackedAt));
+
 /**
- * `POST /v1/land` — fetch each file's blob into `<root>/<dir>/<path>`.
+ * `POST /v1/land` — fetch each file's blob (or its bytes in a pack) into `<root>/<dir>/<path>`.
  * A file already there with the same size and sha256 is left alone; anything
  * else is downloaded to a temp file in the same directory, its sha256 and
  * size checked while writing, then renamed into place. A final path never
@@ -55,6 +74,8 @@ export interface LandChunk {
 export interface LandRequest {
   dir: string;
   files: LandFile[];
+  /** Short-lived GET URLs of the pack objects the files' `pack` numbers name (API version {@link PACKS_API_VERSION} on). */
+  packs?: string[];
 }
 
 export interface LandProgressEvent {
@@ -94,6 +115,8 @@ export interface ListedFileEvent {
   mode: number;
   /** Absent when the request asked for `hash: false`. */
   sha256?: string;
+  /** Set for a symlink, which is listed as a link entry is written (core/manifest `link`): its text; size, mode and sha256 are the text's. */
+  link?: string;
 }
 
 export interface ListFilesProgressEvent {
@@ -109,35 +132,91 @@ export interface ListFilesResult {
   bytesListed: number;
 }
 
-/** `POST /v1/exec` — run a command under `<root>/<cwd>` and wait for it. */
-export interface ExecRequest {
-  /** Chosen by the caller; a repeated id returns the first run's result instead of running again. */
-  executionId: string;
+/**
+ * `POST /v1/processes` — start a command under `<root>/<cwd>`, at most once
+ * per `processId`: a repeated request reports the process (or the record of
+ * it) the first one started, even after the agent restarted. Output goes to
+ * log files the agent keeps, readable by byte range while it runs.
+ */
+export interface StartProcessRequest {
+  /** Chosen by the caller; names the process for every later request. */
+  processId: string;
   /** argv; no shell is involved unless argv[0] is one. */
   command: string[];
   cwd?: string;
   env?: Record<string, string>;
-  timeoutSeconds: number;
+  /** The process group is killed after this long. Absent: no limit (a training run). */
+  timeoutSeconds?: number;
+  /** `separate` (default): stdout and stderr in their own logs; `combined`: both in the stdout log, in the order written. */
+  output?: 'separate' | 'combined';
+  /** Answer when the process ends or after this many milliseconds, whichever comes first. Default 0: at once. */
+  waitMs?: number;
 }
 
-export interface ExecResult {
-  executionId: string;
+/**
+ * `running`; `exited` (exit code or signal known); `lost`: started on an
+ * earlier boot of the agent that ended before the process did, so its end
+ * is unknown. A lost process is never started again.
+ */
+export type ProcessState = 'running' | 'exited' | 'lost';
+
+/** What `POST /v1/processes` and `GET /v1/processes/<id>[?waitMs=N]` answer. */
+export interface ProcessStatus {
+  processId: string;
   bootId: string;
+  /** True only on the request that started the process. */
+  started: boolean;
+  state: ProcessState;
+  pid: number | null;
   exitCode: number | null;
   signal: string | null;
   timedOut: boolean;
-  /** Last bytes of each stream (at most {@link EXEC_TAIL_BYTES}). */
-  stdoutTail: string;
-  stderrTail: string;
+  /** Since start: so far while running, in all once exited. */
+  durationMs: number;
   stdoutBytes: number;
   stderrBytes: number;
-  /** Relative to the agent root: the full logs, served by `GET /v1/logs/<executionId>/<stream>`. */
-  stdoutPath: string;
-  stderrPath: string;
-  durationMs: number;
+  /** Last bytes of each log (at most {@link EXEC_TAIL_BYTES}). */
+  stdoutTail: string;
+  stderrTail: string;
+}
+
+/** `POST /v1/processes/<id>/stop` — SIGTERM to the process group, SIGKILL after the grace period. */
+export interface StopProcessRequest {
+  graceSeconds: number;
+}
+
+export interface StopProcessResult {
+  /** What it took: nothing (it had ended), SIGTERM, or SIGKILL after the grace. */
+  signal: 'none' | 'TERM' | 'KILL';
+  status: ProcessStatus;
 }
 
 export const EXEC_TAIL_BYTES = 4096;
+
+export const PROCESSES_ROUTE = '/v1/processes';
+
+/** `GET /v1/processes/<id>/<stream>?offset=N&length=M` — bytes of a process's log from `offset`, at most `length`. */
+export type ProcessLogStream = 'stdout' | 'stderr';
+
+/** `POST /v1/dirs` — create folders (and their parents) under the root. */
+export interface MakeDirsRequest {
+  dirs: string[];
+}
+
+/**
+ * `POST /v1/remove` — remove files or folders under the root, never
+ * following a link; processes whose working folder lies inside a removed
+ * folder are stopped first (SIGKILL to their groups).
+ */
+export interface RemoveRequest {
+  paths: string[];
+}
+
+export interface RemoveResult {
+  bootId: string;
+  removed: number;
+  processesStopped: number;
+}
 
 /**
  * `GET /v1/content/<path>` — the bytes of one regular file under the root

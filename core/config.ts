@@ -2,8 +2,15 @@
  * Every setting ferry reads, in one place: its environment variable, its
  * default, and its validation. Pure — callers pass `process.env` and, when
  * the embedded stack is running, the values `ferry up` recorded for it, which
- * fill in what the environment leaves unset.
+ * fill in what the environment leaves unset. Target drivers declare their
+ * own settings beside them (activities/targets) and read them through
+ * `FerryConfig.settings` with the helpers exported here.
  */
+import { parseBytes } from './duration';
+import { DEFAULT_SIZE_WARNING_BYTES } from './sync';
+
+/** Reads one setting: the environment first, then what `ferry up` recorded; undefined when unset or empty. */
+export type SettingsReader = (name: string) => string | undefined;
 
 export interface FerryConfig {
   temporal: {
@@ -28,19 +35,15 @@ export interface FerryConfig {
     /** Lifetime of presigned blob URLs handed to targets. */
     presignExpirySeconds: number;
   };
-  localAgent?: { url: string; token: string };
-  sessions: {
-    /** Secret session agent tokens are derived from (activities/sessionDriver sessionToken). Unset → this worker cannot run sessions. */
-    secret?: string;
-    /** Folder holding the roots of `local` sessions, one per session id. */
-    localDir: string;
-  };
   worker: WorkerSettings;
-  /** Set when this worker may run sessions as ECS Fargate tasks (FERRY_ECS_CLUSTER given). */
-  ecs?: EcsSettings;
-  ssm: { documentName: string };
+  sync: {
+    /** Snapshots over this many bytes name their largest folders before upload (`ferry sync --size-warning` overrides it). */
+    sizeWarningBytes: number;
+  };
   /** Set → payloads in workflow history are encrypted (AES-256-GCM) with this 32-byte key. */
   codec?: { key: Uint8Array };
+  /** Reads any setting, including those target drivers declare. */
+  settings: SettingsReader;
 }
 
 export interface TemporalTlsSettings {
@@ -66,25 +69,8 @@ export interface WorkerSettings {
   shutdownGraceSeconds: number;
 }
 
-/** Where and how session tasks run on ECS Fargate (activities/ecsSessions). */
-export interface EcsSettings {
-  cluster: string;
-  /** Family, family:revision or ARN of the runtime agent's task definition (deploy/ecs/runtime-task-definition.json). */
-  taskDefinition: string;
-  /** The agent's container in that task definition; its environment is overridden per session. */
-  containerName: string;
-  subnets: string[];
-  securityGroups: string[];
-  assignPublicIp: boolean;
-  /** Port the agent listens on inside the task (the security group must let the worker reach it). */
-  agentPort: number;
-  region: string;
-  /** Unset → AWS; set for an emulator. */
-  endpoint?: string;
-}
-
-/** Values a running embedded stack provides (see client/stack.ts); all optional. */
-export type StackSettings = Partial<Record<SettingName, string>>;
+/** Values a running embedded stack provides (see client/stack.ts), by variable name; all optional. */
+export type StackSettings = Record<string, string | undefined>;
 
 export const SETTINGS = {
   FERRY_TEMPORAL_ADDRESS: 'Temporal frontend host:port (default 127.0.0.1:7233)',
@@ -99,10 +85,6 @@ export const SETTINGS = {
   FERRY_S3_ACCESS_KEY_ID: 'S3 access key id; unset → AWS default credential chain',
   FERRY_S3_SECRET_ACCESS_KEY: 'S3 secret access key (required with FERRY_S3_ACCESS_KEY_ID)',
   FERRY_PRESIGN_EXPIRY_SECONDS: 'lifetime of presigned URLs handed to targets (default 900, 60..3600)',
-  FERRY_LOCAL_AGENT_URL: 'URL of the local runtime agent (the "local" target; default unset, `ferry up` sets it)',
-  FERRY_LOCAL_AGENT_TOKEN: 'bearer token of the local runtime agent (default unset, `ferry up` sets it)',
-  FERRY_SESSION_SECRET: 'secret (at least 32 characters) session agent tokens are derived from; required to run pipelines',
-  FERRY_SESSIONS_DIR: 'folder holding local session roots (default .ferry/sessions under the working directory)',
   FERRY_TEMPORAL_TLS: 'true|false; connect to Temporal over TLS (default false; true when FERRY_TEMPORAL_API_KEY or a client certificate is set)',
   FERRY_TEMPORAL_TLS_CERT: 'PEM file of the client certificate for mTLS (default none; needs FERRY_TEMPORAL_TLS_KEY)',
   FERRY_TEMPORAL_TLS_KEY: 'PEM file of the client private key for mTLS (default none; needs FERRY_TEMPORAL_TLS_CERT)',
@@ -115,24 +97,16 @@ export const SETTINGS = {
   FERRY_WORKFLOW_BUNDLE: 'prebuilt workflow bundle (`npm run bundle` → dist/workflow-bundle.js); default: bundle at worker start',
   FERRY_METRICS_ADDRESS: 'host:port where the worker serves Prometheus metrics at /metrics (default: off)',
   FERRY_WORKER_SHUTDOWN_GRACE_SECONDS: 'after SIGTERM, seconds running activities get to finish (default 25, below ECS\'s 30 s stop timeout)',
-  FERRY_ECS_CLUSTER: 'ECS cluster session tasks run in (default none: the ecs target is off)',
-  FERRY_ECS_TASK_DEFINITION: 'task definition of the runtime agent (required with FERRY_ECS_CLUSTER)',
-  FERRY_ECS_CONTAINER_NAME: 'the agent container in that task definition (default ferry-agent)',
-  FERRY_ECS_SUBNETS: 'comma-separated subnet ids for session tasks (required with FERRY_ECS_CLUSTER)',
-  FERRY_ECS_SECURITY_GROUPS: 'comma-separated security group ids for session tasks (default none: the VPC default group)',
-  FERRY_ECS_ASSIGN_PUBLIC_IP: 'true|false; give session tasks a public IP (default false; needed in public subnets without NAT to pull images)',
-  FERRY_ECS_AGENT_PORT: 'port the agent listens on in the task (default 8390)',
-  FERRY_ECS_REGION: 'ECS region (default FERRY_S3_REGION)',
-  FERRY_ECS_ENDPOINT: 'ECS endpoint URL (default: AWS; set for an emulator)',
-  FERRY_SSM_DOCUMENT: 'SSM document training targets run commands with (default AWS-RunShellScript)',
   FERRY_CODEC_KEY: 'base64 of a 32-byte key; set → payloads in workflow history are AES-256-GCM encrypted (default: off)',
+  FERRY_SIZE_WARNING: 'snapshots larger than this name their largest folders before upload, e.g. 500MB or 2GiB (default 1GiB; read by `ferry sync`)',
 } as const;
 
 export type SettingName = keyof typeof SETTINGS;
 
+/** A setting with a bad value; the message names the variable. */
 export class ConfigError extends Error {
   constructor(
-    readonly variable: SettingName,
+    readonly variable: string,
     message: string,
   ) {
     super(`${variable}: ${message}`);
@@ -141,7 +115,7 @@ export class ConfigError extends Error {
 }
 
 export function resolveConfig(env: Record<string, string | undefined>, stack: StackSettings = {}): FerryConfig {
-  const read = (name: SettingName): string | undefined => {
+  const read: SettingsReader = (name) => {
     const value = env[name] ?? stack[name];
     return value === undefined || value === '' ? undefined : value;
   };
@@ -174,13 +148,15 @@ export function resolveConfig(env: Record<string, string | undefined>, stack: St
   if (!Number.isInteger(presignExpirySeconds) || presignExpirySeconds < 60 || presignExpirySeconds > 3600)
     throw new ConfigError('FERRY_PRESIGN_EXPIRY_SECONDS', `expected whole seconds from 60 to 3600, got ${JSON.stringify(expiryText)}`);
 
-  const agentUrl = read('FERRY_LOCAL_AGENT_URL');
-  const agentToken = read('FERRY_LOCAL_AGENT_TOKEN');
-  if (agentUrl !== undefined && !/^https?:\/\/\S+$/.test(agentUrl)) throw new ConfigError('FERRY_LOCAL_AGENT_URL', `expected an http(s) URL, got ${JSON.stringify(agentUrl)}`);
-  if (agentUrl !== undefined && agentToken === undefined) throw new ConfigError('FERRY_LOCAL_AGENT_TOKEN', 'required when FERRY_LOCAL_AGENT_URL is set');
-
-  const sessionSecret = read('FERRY_SESSION_SECRET');
-  if (sessionSecret !== undefined && sessionSecret.length < 32) throw new ConfigError('FERRY_SESSION_SECRET', `must be at least 32 characters, got ${sessionSecret.length}`);
+  const sizeWarningText = read('FERRY_SIZE_WARNING');
+  let sizeWarningBytes = DEFAULT_SIZE_WARNING_BYTES;
+  if (sizeWarningText !== undefined) {
+    try {
+      sizeWarningBytes = parseBytes(sizeWarningText);
+    } catch (err) {
+      throw new ConfigError('FERRY_SIZE_WARNING', (err as Error).message);
+    }
+  }
 
   const { temporalConnection, ...deployment } = resolveDeploymentConfig(read, address);
   return {
@@ -200,22 +176,20 @@ export function resolveConfig(env: Record<string, string | undefined>, stack: St
       credentials: accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey } : undefined,
       presignExpirySeconds,
     },
-    localAgent: agentUrl && agentToken ? { url: agentUrl.replace(/\/$/, ''), token: agentToken } : undefined,
-    sessions: { secret: sessionSecret, localDir: read('FERRY_SESSIONS_DIR') ?? '.ferry/sessions' },
+    sync: { sizeWarningBytes },
     ...deployment,
+    settings: read,
   };
 }
 
-type Reader = (name: SettingName) => string | undefined;
-
-function readBoolean(read: Reader, name: SettingName): boolean | undefined {
+export function readBoolean(read: SettingsReader, name: string): boolean | undefined {
   const text = read(name);
   if (text === undefined) return undefined;
   if (text !== 'true' && text !== 'false') throw new ConfigError(name, `expected true or false, got ${JSON.stringify(text)}`);
   return text === 'true';
 }
 
-function readInteger(read: Reader, name: SettingName, min: number, max: number): number | undefined {
+export function readInteger(read: SettingsReader, name: string, min: number, max: number): number | undefined {
   const text = read(name);
   if (text === undefined) return undefined;
   const value = Number(text);
@@ -223,7 +197,8 @@ function readInteger(read: Reader, name: SettingName, min: number, max: number):
   return value;
 }
 
-function readList(read: Reader, name: SettingName, pattern: RegExp, what: string): string[] {
+/** A comma-separated list whose items all match `pattern` (empty when unset). */
+export function readList(read: SettingsReader, name: string, pattern: RegExp, what: string): string[] {
   const items = (read(name) ?? '')
     .split(',')
     .map((item) => item.trim())
@@ -233,11 +208,11 @@ function readList(read: Reader, name: SettingName, pattern: RegExp, what: string
   return items;
 }
 
-/** Settings for running beyond one machine: Temporal Cloud / TLS, worker tuning, ECS, SSM, payload encryption. */
+/** Settings for running beyond one machine: Temporal Cloud / TLS, worker tuning, payload encryption. */
 function resolveDeploymentConfig(
-  read: Reader,
+  read: SettingsReader,
   temporalAddress: string,
-): Pick<FerryConfig, 'worker' | 'ecs' | 'ssm' | 'codec'> & { temporalConnection: Pick<FerryConfig['temporal'], 'tls' | 'apiKey'> } {
+): Pick<FerryConfig, 'worker' | 'codec'> & { temporalConnection: Pick<FerryConfig['temporal'], 'tls' | 'apiKey'> } {
   const cert = read('FERRY_TEMPORAL_TLS_CERT');
   const key = read('FERRY_TEMPORAL_TLS_KEY');
   if ((cert === undefined) !== (key === undefined))
@@ -278,46 +253,7 @@ function resolveDeploymentConfig(
       metricsAddress,
       shutdownGraceSeconds: readInteger(read, 'FERRY_WORKER_SHUTDOWN_GRACE_SECONDS', 0, 3600) ?? 25,
     },
-    ecs: resolveEcsSettings(read),
-    ssm: { documentName: read('FERRY_SSM_DOCUMENT') ?? 'AWS-RunShellScript' },
     codec,
-  };
-}
-
-function resolveEcsSettings(read: Reader): EcsSettings | undefined {
-  const cluster = read('FERRY_ECS_CLUSTER');
-  const dependents: SettingName[] = [
-    'FERRY_ECS_TASK_DEFINITION',
-    'FERRY_ECS_SUBNETS',
-    'FERRY_ECS_SECURITY_GROUPS',
-    'FERRY_ECS_CONTAINER_NAME',
-    'FERRY_ECS_ASSIGN_PUBLIC_IP',
-    'FERRY_ECS_AGENT_PORT',
-    'FERRY_ECS_REGION',
-    'FERRY_ECS_ENDPOINT',
-  ];
-  if (cluster === undefined) {
-    const orphan = dependents.find((name) => read(name) !== undefined);
-    if (orphan) throw new ConfigError(orphan, 'has no effect without FERRY_ECS_CLUSTER');
-    return undefined;
-  }
-  const taskDefinition = read('FERRY_ECS_TASK_DEFINITION');
-  if (taskDefinition === undefined) throw new ConfigError('FERRY_ECS_TASK_DEFINITION', 'required when FERRY_ECS_CLUSTER is set');
-  const subnets = readList(read, 'FERRY_ECS_SUBNETS', /^subnet-[0-9a-f]+$/, 'a subnet id (subnet-…)');
-  if (subnets.length === 0) throw new ConfigError('FERRY_ECS_SUBNETS', 'required when FERRY_ECS_CLUSTER is set (comma-separated subnet ids)');
-  const endpoint = read('FERRY_ECS_ENDPOINT');
-  if (endpoint !== undefined && !/^https?:\/\/[^\s/]+\/?$/.test(endpoint))
-    throw new ConfigError('FERRY_ECS_ENDPOINT', `expected an http(s) URL without a path, got ${JSON.stringify(endpoint)}`);
-  return {
-    cluster,
-    taskDefinition,
-    containerName: read('FERRY_ECS_CONTAINER_NAME') ?? 'ferry-agent',
-    subnets,
-    securityGroups: readList(read, 'FERRY_ECS_SECURITY_GROUPS', /^sg-[0-9a-f]+$/, 'a security group id (sg-…)'),
-    assignPublicIp: readBoolean(read, 'FERRY_ECS_ASSIGN_PUBLIC_IP') ?? false,
-    agentPort: readInteger(read, 'FERRY_ECS_AGENT_PORT', 1, 65535) ?? 8390,
-    region: read('FERRY_ECS_REGION') ?? read('FERRY_S3_REGION') ?? 'us-east-1',
-    endpoint: endpoint?.replace(/\/$/, ''),
   };
 }
 

@@ -36,3 +36,13 @@ export function formatBytes(bytes: number): string {
   }
   return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
+
+const BYTE_UNITS: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+
+/** Parses sizes such as `500MB`, `2GiB`, `1.5 GB` or a bare number of bytes; MB and GB are powers of 1000, MiB and GiB of 1024. */
+export function parseBytes(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = BYTE_UNITS[(match?.[2] || 'b').toLowerCase()];
+  if (!match || unit === undefined) throw new Error(`invalid size ${JSON.stringify(text)}: use forms like 500MB, 2GiB or a number of bytes`);
+  return Math.round(Number(match[1]) * unit);
+}

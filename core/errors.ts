@@ -20,11 +20,25 @@ export const FailureType = {
   SourceChangedSinceSnapshot: 'SourceChangedSinceSnapshot',
   /** A blob or manifest read back from storage does not hash to its key. */
   ChecksumMismatch: 'ChecksumMismatch',
+  /**
+   * A blob the store holds has other bytes than its sha256 (damaged at rest,
+   * or overwritten): a target's checksum failure traced to the store, read
+   * back and hashed on the worker. Details: `sha256s` and the file's `path`.
+   * Non-retryable from landManifest (landing again fetches the same bytes);
+   * the landing workflows upload those blobs again from their local source
+   * and land again, and fail with this type, naming the blobs, where no
+   * local source holds them.
+   */
+  BlobCorrupted: 'BlobCorrupted',
   /** The manifest named by a digest is not in the blob store. Non-retryable. */
   ManifestNotFound: 'ManifestNotFound',
   /** The target is missing files or holds different bytes than the manifest says. Retryable. */
   VerificationFailed: 'VerificationFailed',
-  /** The target restarted (new bootId) between landing and verifying. Retryable. */
+  /**
+   * The target restarted (new boot id). Retryable from landManifest (the next
+   * attempt lands on the new boot); non-retryable from verifyLanding and
+   * executeCode, where only landing again helps — the workflows do that.
+   */
   TargetRestarted: 'TargetRestarted',
   /** The target could not be reached or answered a server error. Retryable. */
   TargetUnavailable: 'TargetUnavailable',
@@ -36,12 +50,8 @@ export const FailureType = {
   UrlNotAllowed: 'UrlNotAllowed',
   /** A blob download on the target failed (HTTP error, short body). Retryable. */
   BlobDownloadFailed: 'BlobDownloadFailed',
-  /** The target kind is not known to this worker. Non-retryable. */
+  /** The target kind is known, but this worker is not configured to reach it (a setting is missing). Non-retryable. */
   UnknownTarget: 'UnknownTarget',
-  /** The session's runtime agent could not be started or reached. Retryable. */
-  SessionUnavailable: 'SessionUnavailable',
-  /** This worker cannot run sessions (no FERRY_SESSION_SECRET). Non-retryable. */
-  SessionsNotConfigured: 'SessionsNotConfigured',
   /** Two inputs of a session hold the same path with different contents. Non-retryable. */
   InputConflict: 'InputConflict',
   /** An S3 input could not be read (no such bucket or prefix, access denied). */
@@ -50,11 +60,19 @@ export const FailureType = {
   StageIdleTimeout: 'StageIdleTimeout',
   /** Someone sent the `abort` signal; the message is their reason. Fails the workflow. */
   PipelineAborted: 'PipelineAborted',
+  /** An execute refused because the pipeline is aborting, finishing its last stage or over: nothing more runs there. Non-retryable. */
+  PipelineClosed: 'PipelineClosed',
   /** A file under artifacts/ changed while it was collected. Retryable. */
   ArtifactChanged: 'ArtifactChanged',
   /** ECS refused to start a session's task (RunTask `failures` or an error naming the cause). Retryable only for capacity and throttling. */
   SessionLaunchFailed: 'SessionLaunchFailed',
-  /** A session's ECS task stopped before its agent answered; details carry `stoppedReason`, `stopCode` and container exit codes. Non-retryable. */
+  /**
+   * A session's ECS task stopped before its agent answered; details carry
+   * `stoppedReason`, `stopCode` and container exit codes. Non-retryable,
+   * except when ECS infrastructure stopped it (a Spot interruption, a
+   * termination notice, failed infrastructure health) or it vanished: a
+   * fresh task may well run.
+   */
   SessionTaskStopped: 'SessionTaskStopped',
   /** A session's ECS task stayed in PROVISIONING/PENDING past its limit; the task is stopped. Retryable: the next attempt starts a fresh one. */
   SessionTaskStalled: 'SessionTaskStalled',
@@ -62,14 +80,20 @@ export const FailureType = {
   EmptyProject: 'EmptyProject',
   /** An archive handed to a target holds absolute paths, `..`, links or devices; the target refused it. Non-retryable. */
   UnsafeArchive: 'UnsafeArchive',
-  /** A script on the target failed for a reason the next attempt may not meet (download, disk, missing tool). Retryable. */
+  /** A script on the target failed for a reason the next attempt may not meet (a download, an upload, a move). Retryable. */
   TargetScriptFailed: 'TargetScriptFailed',
+  /** The target lacks what ferry needs there (a tool its scripts use, e.g. curl or sha256sum); details name what is missing. Non-retryable. */
+  TargetUnsupported: 'TargetUnsupported',
   /** The target did not run a command in time (SSM TimedOut, DeliveryTimedOut, ExecutionTimedOut, Cancelled). Retryable. */
   TargetCommandTimedOut: 'TargetCommandTimedOut',
   /** The training process exited non-zero during its startup grace period. Non-retryable; details hold the log tail. */
   ProcessExitedEarly: 'ProcessExitedEarly',
   /** The training process exited non-zero (or was killed). Details hold the exit code and log tail. */
   ProcessFailed: 'ProcessFailed',
+  /** No workflow with the id a client named (`ferry mcp`: no pipeline for the session). */
+  WorkflowNotFound: 'WorkflowNotFound',
+  /** Temporal, or the workers behind a query, did not answer a client in time. Retryable: the same call may be sent again. */
+  TemporalUnavailable: 'TemporalUnavailable',
 } as const;
 
 export type FailureTypeName = (typeof FailureType)[keyof typeof FailureType];

@@ -33,10 +33,30 @@ function racyMarginNs(signature: StatSignature): bigint {
 }
 
 /** Entries kept at most; the oldest go first. About 200 bytes each. */
-const DEFAULT_MAX_ENTRIES = 1_000_000;
+export const DEFAULT_MAX_ENTRIES = 1_000_000;
 
-function signatureKey(signature: StatSignature): string {
-  return `${signature.dev}:${signature.ino}:${signature.size}:${signature.mtimeNs}:${signature.ctimeNs}`;
+/**
+ * A signature as one string, `dev:ino:size:mtimeNs:ctimeNs`, which is how
+ * entries are kept and compared. One flat string: a template literal would
+ * build a rope of ten pieces, several hundred bytes per remembered file.
+ */
+export function signatureKey(signature: StatSignature): string {
+  return [signature.dev, signature.ino, signature.size, signature.mtimeNs, signature.ctimeNs].join(':');
+}
+
+/** The `dev:ino` part of a signature key: which file it is, whatever its contents. */
+export function fileIdentity(key: string): string {
+  return key.slice(0, key.indexOf(':', key.indexOf(':') + 1));
+}
+
+/**
+ * Whether bytes read from `readStartedNs` (wall-clock ns) on may be
+ * remembered under `signature` (taken before the read): not when the file
+ * changed too shortly before the read for a later write to be told apart.
+ */
+export function isRememberable(signature: StatSignature, readStartedNs: bigint): boolean {
+  const newest = signature.mtimeNs > signature.ctimeNs ? signature.mtimeNs : signature.ctimeNs;
+  return newest <= readStartedNs - racyMarginNs(signature);
 }
 
 export class HashCache<V> {
@@ -48,10 +68,10 @@ export class HashCache<V> {
     return this.entries.size;
   }
 
-  /** What was remembered for `path` under exactly this signature. */
-  get(path: string, signature: StatSignature): V | undefined {
+  /** What was remembered for `path` under exactly this signature (or signature key). */
+  get(path: string, signature: StatSignature | string): V | undefined {
     const entry = this.entries.get(path);
-    return entry && entry.signature === signatureKey(signature) ? entry.value : undefined;
+    return entry && entry.signature === (typeof signature === 'string' ? signature : signatureKey(signature)) ? entry.value : undefined;
   }
 
   /**
@@ -60,15 +80,21 @@ export class HashCache<V> {
    * (wall-clock ns) for a later write to be told apart.
    */
   set(path: string, signature: StatSignature, readStartedNs: bigint, value: V): boolean {
-    const newest = signature.mtimeNs > signature.ctimeNs ? signature.mtimeNs : signature.ctimeNs;
-    if (newest > readStartedNs - racyMarginNs(signature)) {
-      this.entries.delete(path);
-      return false;
-    }
+    const rememberable = isRememberable(signature, readStartedNs);
+    this.remember(path, rememberable ? signatureKey(signature) : undefined, value);
+    return rememberable;
+  }
+
+  /**
+   * As {@link set}, for a reader that applied {@link isRememberable} where it
+   * read (another thread) and passes the signature's key, or undefined when
+   * the read may not be remembered.
+   */
+  remember(path: string, key: string | undefined, value: V): void {
     this.entries.delete(path);
-    this.entries.set(path, { signature: signatureKey(signature), value });
+    if (key === undefined) return;
+    this.entries.set(path, { signature: key, value });
     if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
-    return true;
   }
 }
 

@@ -32,7 +32,8 @@ export class UnsafePathError extends Error {
   }
 }
 
-function utf8Length(text: string): number {
+/** Bytes of `text` in UTF-8. */
+export function utf8Length(text: string): number {
   let bytes = 0;
   for (let i = 0; i < text.length; i++) {
     const code = text.charCodeAt(i);

@@ -4,8 +4,8 @@
  */
 import { parseDurationMs } from './duration';
 import { isSha256Hex } from './manifest';
-import { sessionIdProblem } from './sync';
-import { SESSION_TARGET_KINDS, type SessionHandle, type SessionTargetRef } from './session';
+import { linkPolicyProblem, sessionIdProblem, type LinkPolicy, type SkippedLinks } from './sync';
+import { DEFAULT_TARGET, sessionHandleProblems, targetRefProblem, type CollectedFiles, type SessionHandle, type TargetRef } from './target';
 
 /** Summary of the timer a stage waits on for the agent's next update or signal; diagnosis counts that time as waiting for the agent. */
 export const AGENT_WAIT_TIMER_SUMMARY = 'waiting for the agent (stage idle timeout)';
@@ -15,12 +15,12 @@ export const EXECUTE_LANGUAGES = ['bash', 'python', 'node'] as const;
 export type ExecuteLanguage = (typeof EXECUTE_LANGUAGES)[number];
 
 /** A folder or file on the worker's machine, or everything under an S3 prefix. */
-export type PipelineInputRef = { path: string } | { s3: string };
+export type PipelineInputRef = { path: string; links?: LinkPolicy } | { s3: string };
 
 export interface PipelineInput {
   sessionId: string;
-  /** Default `{ kind: 'local' }`. */
-  target?: SessionTargetRef;
+  /** Any target (default `{ kind: 'local' }`). */
+  target?: TargetRef;
   inputs?: PipelineInputRef[];
   /** Default coder → validator → reporter. */
   stages?: string[];
@@ -32,7 +32,7 @@ export interface PipelineInput {
 
 export interface NormalizedPipelineInput {
   sessionId: string;
-  target: SessionTargetRef;
+  target: TargetRef;
   inputs: PipelineInputRef[];
   stages: string[];
   stageIdleTimeoutMs: number;
@@ -64,6 +64,43 @@ export interface ExecuteResult {
   durationMs: number;
   /** Boot id of the session the code ran on. */
   bootId: string;
+  /** The execute update's id: resending it returns this result instead of running the code again. Absent in results recorded before streaming. */
+  requestId?: string;
+  /** True when the session's inputs were re-hashed on the target (or landed and verified again) before this execution; a cheap check otherwise. */
+  inputsVerified?: boolean;
+  /** Where the output was shipped while it ran (ExecutionRecord.logChunks). */
+  logChunks?: string;
+}
+
+/** What executeCode returns; the workflow adds what only it knows. */
+export type ExecuteCodeResult = Omit<ExecuteResult, 'requestId' | 'inputsVerified' | 'logChunks'>;
+
+/**
+ * One execution as the `state` query shows it, from the moment its code is
+ * about to start: how a caller holding only the request id finds its output.
+ */
+export interface ExecutionRecord {
+  /** The execute update's id. */
+  requestId: string;
+  executionId: string;
+  stage: string;
+  status: 'running' | 'finished' | 'failed';
+  startedAt: string;
+  endedAt?: string;
+  /**
+   * Where its stdout and stderr are shipped while it runs: the S3 key prefix
+   * below the blob store's prefix (FERRY_S3_PREFIX),
+   * `executions/<workflowId>/<executionId>/`, holding `stdout/` and `stderr/`
+   * chunks keyed by their byte offset (core/executionLogs).
+   */
+  logChunks: string;
+  inputsVerified: boolean;
+  exitCode?: number | null;
+  /** Total bytes of each stream, once it finished: a reader has everything when it read this much. */
+  stdoutBytes?: number;
+  stderrBytes?: number;
+  /** The failure type, when the execution failed rather than ran to an exit code. */
+  failure?: string;
 }
 
 export interface FinishStageRequest {
@@ -84,21 +121,8 @@ export interface AbortRequest {
   reason: string;
 }
 
-export interface ArtifactFile {
-  path: string;
-  size: number;
-  sha256: string;
-  key: string;
-}
-
-export interface StageArtifacts {
+export interface StageArtifacts extends CollectedFiles {
   stage: string;
-  manifestDigest: string;
-  manifestKey: string;
-  filesTotal: number;
-  bytesTotal: number;
-  /** The first files (all, for the usual handful); the manifest lists every one. */
-  files: ArtifactFile[];
 }
 
 export interface InputState {
@@ -106,6 +130,8 @@ export interface InputState {
   manifestDigest: string;
   filesTotal: number;
   bytesTotal: number;
+  /** Symlinks the input's link policy left out (a path input with any). */
+  linksSkipped?: SkippedLinks;
 }
 
 export interface StageState {
@@ -142,7 +168,12 @@ export interface PipelineState {
   executionsTotal: number;
   /** Runs of this workflow id so far (continue-as-new). */
   run: number;
+  /** The latest executions (at most EXECUTION_RECORDS_KEPT), oldest first. Absent in states recorded before streaming. */
+  executions?: ExecutionRecord[];
 }
+
+/** Execution records the state keeps: enough to re-attach to any recent execution, small enough for every query and carry-over. */
+export const EXECUTION_RECORDS_KEPT = 100;
 
 export interface PipelineResult {
   sessionId: string;
@@ -177,6 +208,8 @@ export function inputRefProblem(ref: unknown, where: string): string | undefined
   const { path, s3 } = ref as { path?: unknown; s3?: unknown };
   if ((path === undefined) === (s3 === undefined)) return `${where} must have exactly one of "path" or "s3"`;
   if (path !== undefined && (typeof path !== 'string' || path === '')) return `${where}.path must be a non-empty string`;
+  const linksProblem = path !== undefined ? linkPolicyProblem((ref as { links?: unknown }).links, `${where}.links`) : (ref as { links?: unknown }).links !== undefined ? `${where}.links applies to "path" inputs only` : undefined;
+  if (linksProblem) return linksProblem;
   if (s3 !== undefined && (typeof s3 !== 'string' || !/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(s3))) return `${where}.s3 must look like s3://bucket/prefix/, got ${JSON.stringify(s3)}`;
   return undefined;
 }
@@ -193,10 +226,9 @@ export function normalizePipelineInput(raw: unknown): { ok: true; input: Normali
   const problems: string[] = [];
   const sessionProblem = sessionIdProblem(input.sessionId);
   if (sessionProblem) problems.push(sessionProblem);
-  const target = input.target ?? { kind: 'local' as const };
-  if (typeof target !== 'object' || target === null || !SESSION_TARGET_KINDS.includes(target.kind)) {
-    problems.push(`target ${JSON.stringify(target)}: expected {"kind":"local"} or {"kind":"ecs"}`);
-  }
+  const target = input.target ?? DEFAULT_TARGET;
+  const targetProblem = targetRefProblem(target);
+  if (targetProblem) problems.push(targetProblem);
   const inputs = input.inputs ?? [];
   problems.push(...inputRefsProblems(inputs, 'inputs'));
   const stages = input.stages ?? [...DEFAULT_STAGES];
@@ -229,20 +261,6 @@ const isJsonObject = (value: unknown): value is Record<string, unknown> => typeo
 const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
 const countProblem = (value: unknown, where: string) => (isCount(value) ? undefined : `${where} must be a whole number of at least 0, got ${JSON.stringify(value)}`);
 const optionalStringProblem = (value: unknown, where: string) => (value === undefined || typeof value === 'string' ? undefined : `${where} must be a string, got ${JSON.stringify(value)}`);
-
-function sessionHandleProblems(session: unknown, where: string): string[] {
-  if (!isJsonObject(session)) return [`${where} must be an object`];
-  const problems: string[] = [];
-  for (const field of ['sessionId', 'bootId', 'root'] as const) {
-    if (typeof session[field] !== 'string' || session[field] === '') problems.push(`${where}.${field} must be a non-empty string`);
-  }
-  // Activities send the agent token to this URL.
-  if (typeof session.agentUrl !== 'string' || !/^https?:\/\/[^\s/]+(\/\S*)?$/.test(session.agentUrl)) problems.push(`${where}.agentUrl must be an http(s) URL, got ${JSON.stringify(session.agentUrl)}`);
-  const target = session.target;
-  if (!isJsonObject(target) || !SESSION_TARGET_KINDS.includes(target.kind as SessionTargetRef['kind'])) problems.push(`${where}.target ${JSON.stringify(target)}: expected {"kind":"local"} or {"kind":"ecs"}`);
-  if (!isJsonObject(session.details) || Object.values(session.details).some((value) => typeof value !== 'string')) problems.push(`${where}.details must be an object of strings`);
-  return problems;
-}
 
 function stageStateProblems(stage: unknown, where: string): string[] {
   if (!isJsonObject(stage)) return [`${where} must be an object`];
@@ -279,7 +297,23 @@ function pipelineStateProblems(state: unknown, where: string): string[] {
   if (state.dataManifestDigest !== undefined && !isSha256Hex(state.dataManifestDigest)) problems.push(`${where}.dataManifestDigest must be a sha256 hex digest, got ${JSON.stringify(state.dataManifestDigest)}`);
   problems.push(optionalStringProblem(state.verifiedBootId, `${where}.verifiedBootId`));
   for (const field of ['restartsDetected', 'executionsTotal', 'run'] as const) problems.push(countProblem(state[field], `${where}.${field}`));
+  if (state.executions !== undefined) problems.push(...executionRecordsProblems(state.executions, `${where}.executions`));
   return problems.filter((p): p is string => p !== undefined);
+}
+
+const EXECUTION_STATUSES: readonly ExecutionRecord['status'][] = ['running', 'finished', 'failed'];
+
+/** The records a carried-over state holds: the fields readers look executions up by and follow them with. */
+function executionRecordsProblems(records: unknown, where: string): string[] {
+  if (!Array.isArray(records)) return [`${where} must be an array`];
+  if (records.length > EXECUTION_RECORDS_KEPT) return [`${where} holds ${records.length} records; at most ${EXECUTION_RECORDS_KEPT}`];
+  const bad = records.findIndex(
+    (record) =>
+      !isJsonObject(record) ||
+      !['requestId', 'executionId', 'stage', 'startedAt', 'logChunks'].every((field) => typeof record[field] === 'string') ||
+      !EXECUTION_STATUSES.includes(record.status as ExecutionRecord['status']),
+  );
+  return bad === -1 ? [] : [`${where}[${bad}] must be an object with string requestId, executionId, stage, startedAt, logChunks and a status of ${EXECUTION_STATUSES.join(', ')}`];
 }
 
 function timelineProblems(timeline: unknown, where: string): string[] {

@@ -4,17 +4,11 @@
  * Plain JSON so `temporal workflow start --input` can start it too.
  */
 import { isSha256Hex } from './manifest';
-import { unsafePathReason } from './paths';
-
-/**
- * Where training runs. `shell`: generated scripts run with bash on the
- * worker's machine under `root`. `ssm`: the same scripts run on an EC2
- * instance through SSM SendCommand.
- */
-export type TrainingTarget = { kind: 'shell'; root: string } | { kind: 'ssm'; instanceId: string; region?: string; root?: string };
+import { linkPolicyProblem, type LinkPolicy } from './sync';
+import { sessionHandleProblems, targetRefProblem, type CollectedFiles, type SessionHandle, type TargetRef } from './target';
 
 export interface TrainingInput {
-  /** Names the run's folder on the target and its S3 objects. Default: the workflow id. */
+  /** Names the run's session on the target and its S3 objects. Default: the workflow id. */
   runId?: string;
   project: {
     /** Folder to snapshot, as the worker sees it. */
@@ -23,8 +17,11 @@ export interface TrainingInput {
     include?: string[];
     /** Paths matching these gitignore-style patterns are left out (on top of .gitignore/.ferryignore). */
     exclude?: string[];
+    /** What the snapshot does with symlinks (core/sync LinkPolicy); default `skip`. */
+    links?: LinkPolicy;
   };
-  target: TrainingTarget;
+  /** Any target; the project lands in the session's `project/`, the command writes to `outputs/` (FERRY_OUTPUT_DIR). */
+  target: TargetRef;
   /** argv of the training command, run with cwd at the landed project. */
   command: string[];
   /** Extra environment variables for the command. */
@@ -41,13 +38,11 @@ export interface TrainingInput {
 
 export type NormalizedTrainingInput = Required<Omit<TrainingInput, 'resume'>> & { resume?: TrainingResume };
 
-/** Where `ssm` targets keep runs unless told otherwise. */
-export const DEFAULT_SSM_ROOT = '/opt/ferry';
-
 /** What a monitored run carries over when the workflow continues as new. */
 export interface TrainingResume {
   manifestDigest: string;
-  release: string;
+  /** The session the run lives in (continue-as-new keeps it). */
+  session: SessionHandle;
   startId: string;
   starts: number;
   pid: number;
@@ -59,22 +54,24 @@ export interface TrainingResume {
   firstLogLineMs?: number;
   filesTotal: number;
   bytesTotal: number;
-  archiveBytes: number;
+  bytesLanded: number;
   timeToConfirmMs: number;
 }
 
 export type TrainingState =
   | 'validating'
+  | 'provisionSession'
   | 'snapshotSource'
   | 'uploadBlobs'
-  | 'landArchive'
-  | 'verifyInstanceLanding'
+  | 'landManifest'
+  | 'verifyLanding'
   | 'startProcess'
   | 'confirmProcess'
   | 'running'
   | 'resyncing'
   | 'stopping'
-  | 'cleanup'
+  | 'collectOutputs'
+  | 'releasing'
   | 'succeeded'
   | 'failed'
   | 'stopped';
@@ -83,10 +80,10 @@ export type TrainingState =
 export interface TrainingProgress {
   runId: string;
   state: TrainingState;
-  target: TrainingTarget;
+  target: TargetRef;
+  /** The session the run lives in, once provisioned. */
+  session?: SessionHandle;
   manifestDigest?: string;
-  /** Release folder on the target the command runs in. */
-  release?: string;
   /** Id of the current start (a restart after resync gets a new one); names the log's S3 prefix. */
   startId?: string;
   pid?: number;
@@ -107,11 +104,12 @@ export interface TrainingResult {
   /** True when the run ended because of a `stop` signal. */
   stopped: boolean;
   manifestDigest: string;
-  release: string;
+  /** Where the run lived: the session's target and folder. */
+  session: SessionHandle;
   filesTotal: number;
   bytesTotal: number;
-  /** Bytes of the archive the first landing sent (a delta on later landings). */
-  archiveBytes: number;
+  /** Bytes the first landing moved to the target (later landings send only what changed). */
+  bytesLanded: number;
   logBytesShipped: number;
   logChunks: number;
   probes: number;
@@ -120,8 +118,8 @@ export interface TrainingResult {
   /** Milliseconds from workflow start until the command was confirmed running. */
   timeToConfirmMs: number;
   firstLogLineMs?: number;
-  /** Temporary objects left behind (clean-up failed); a warning, not a failure. */
-  cleanupWarning?: string;
+  /** What the command left in `outputs/`, stored in S3 as content-addressed blobs when the run ended. */
+  outputs?: CollectedFiles;
 }
 
 export interface StopSignalInput {
@@ -136,22 +134,12 @@ export interface ResyncSignalInput {
 
 const RUN_ID_RULE = "1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit";
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const INSTANCE_ID = /^(i|mi)-[0-9a-f]{8,32}$/;
 
 const RUN_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function runIdProblem(runId: unknown): string | undefined {
   if (typeof runId !== 'string' || !RUN_ID.test(runId)) return `runId ${JSON.stringify(runId)} must be ${RUN_ID_RULE}`;
   return undefined;
-}
-
-/** Why `root` cannot be a target root: it must be absolute, normalised, not `/`, without NUL or newline. */
-export function targetRootProblem(root: unknown): string | undefined {
-  if (typeof root !== 'string' || !root.startsWith('/')) return 'must be an absolute path';
-  if (root === '/') return 'must not be /';
-  if (/[\0\n]/.test(root)) return 'must not contain NUL or newline';
-  const reason = unsafePathReason(root.slice(1).replace(/\/$/, ''));
-  return reason ? `is not a normalised path: ${reason}` : undefined;
 }
 
 function patternsProblem(name: string, patterns: unknown): string | undefined {
@@ -167,9 +155,9 @@ function secondsProblem(name: string, value: unknown, min: number, max: number):
   return undefined;
 }
 
-/** Release folders and start ids become path segments in the scripts, which accept [A-Za-z0-9._-]; a leading letter or digit also keeps out `.` and `..`. */
+/** Start ids become path segments on the target, which accept [A-Za-z0-9._-]; a leading letter or digit also keeps out `.` and `..`. */
 const SCRIPT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const RESUME_COUNTS = ['logOffset', 'logChunks', 'resyncs', 'probes', 'filesTotal', 'bytesTotal', 'archiveBytes', 'timeToConfirmMs'] as const;
+const RESUME_COUNTS = ['logOffset', 'logChunks', 'resyncs', 'probes', 'filesTotal', 'bytesTotal', 'bytesLanded', 'timeToConfirmMs'] as const;
 
 /**
  * Problems with `resume`, which only the workflow sets when it continues as
@@ -182,7 +170,7 @@ export function trainingResumeProblems(resume: unknown): string[] {
   const problems: string[] = [];
   const isCount = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
   if (!isSha256Hex(carried.manifestDigest)) problems.push(`resume.manifestDigest ${JSON.stringify(carried.manifestDigest)} must be a sha256 hex digest`);
-  if (typeof carried.release !== 'string' || !SCRIPT_NAME.test(carried.release)) problems.push(`resume.release ${JSON.stringify(carried.release)} must match ${SCRIPT_NAME}`);
+  problems.push(...sessionHandleProblems(carried.session, 'resume.session'));
   const startsValid = isCount(carried.starts) && carried.starts >= 1;
   if (!startsValid) problems.push(`resume.starts ${JSON.stringify(carried.starts)} must be a whole number of at least 1`);
   if (typeof carried.startId !== 'string' || !SCRIPT_NAME.test(carried.startId)) problems.push(`resume.startId ${JSON.stringify(carried.startId)} must match ${SCRIPT_NAME}`);
@@ -216,21 +204,11 @@ export function normalizeTrainingInput(
     const problem = patternsProblem(name, project?.[name]);
     if (problem) problems.push(problem);
   }
+  const linksProblem = linkPolicyProblem(project?.links, 'project.links');
+  if (linksProblem) problems.push(linksProblem);
 
-  const target = input.target as Partial<TrainingTarget> | undefined;
-  if (typeof target !== 'object' || target === null) problems.push('target is required: {"kind":"shell","root":…} or {"kind":"ssm","instanceId":…}');
-  else if (target.kind === 'shell') {
-    const problem = targetRootProblem((target as { root?: unknown }).root);
-    if (problem) problems.push(`target.root ${problem}`);
-  } else if (target.kind === 'ssm') {
-    const ssm = target as Partial<Extract<TrainingTarget, { kind: 'ssm' }>>;
-    if (typeof ssm.instanceId !== 'string' || !INSTANCE_ID.test(ssm.instanceId)) problems.push(`target.instanceId ${JSON.stringify(ssm.instanceId)} is not an instance id (i-0123456789abcdef0)`);
-    if (ssm.region !== undefined && (typeof ssm.region !== 'string' || !/^[a-z]{2}(-[a-z]+)+-\d$/.test(ssm.region))) problems.push(`target.region ${JSON.stringify(ssm.region)} is not a region`);
-    if (ssm.root !== undefined) {
-      const problem = targetRootProblem(ssm.root);
-      if (problem) problems.push(`target.root ${problem}`);
-    }
-  } else problems.push(`target.kind ${JSON.stringify(target.kind)} is not "shell" or "ssm"`);
+  const targetProblem = targetRefProblem(input.target);
+  if (targetProblem) problems.push(targetProblem);
 
   if (!Array.isArray(input.command) || input.command.length === 0 || input.command.some((word) => typeof word !== 'string' || word.includes('\0')))
     problems.push('command must be a non-empty list of strings without NUL, e.g. ["python","train.py"]');
@@ -255,21 +233,12 @@ export function normalizeTrainingInput(
   if (input.resume !== undefined) problems.push(...trainingResumeProblems(input.resume));
 
   if (problems.length) return { ok: false, problems };
-  const normalizedTarget: TrainingTarget =
-    target!.kind === 'shell'
-      ? { kind: 'shell', root: (target as { root: string }).root.replace(/\/$/, '') }
-      : {
-          kind: 'ssm',
-          instanceId: (target as { instanceId: string }).instanceId,
-          ...((target as { region?: string }).region ? { region: (target as { region: string }).region } : {}),
-          root: ((target as { root?: string }).root ?? DEFAULT_SSM_ROOT).replace(/\/$/, ''),
-        };
   return {
     ok: true,
     input: {
       runId,
-      project: { path: project!.path, include: project!.include ?? [], exclude: project!.exclude ?? [] },
-      target: normalizedTarget,
+      project: { path: project!.path, include: project!.include ?? [], exclude: project!.exclude ?? [], ...(project!.links ? { links: project!.links } : {}) },
+      target: input.target!,
       command: [...input.command!],
       env: { ...env },
       startupGraceSeconds: input.startupGraceSeconds ?? 10,
@@ -278,11 +247,6 @@ export function normalizeTrainingInput(
       resume: input.resume,
     },
   };
-}
-
-/** The run's folder on its target. */
-export function targetRunDir(target: TrainingTarget, runId: string): string {
-  return `${target.kind === 'shell' ? target.root : (target.root ?? DEFAULT_SSM_ROOT)}/runs/${runId}`;
 }
 
 export function trainingWorkflowId(runId: string): string {
@@ -297,10 +261,6 @@ export function trainingLogPrefix(prefix: string, runId: string, startId?: strin
 /** A log chunk is keyed by its byte offset, so keys sort in log order and a retried probe overwrites the same chunk. */
 export function trainingLogChunkKey(prefix: string, runId: string, startId: string, offset: number): string {
   return `${trainingLogPrefix(prefix, runId, startId)}${String(offset).padStart(15, '0')}.log`;
-}
-
-export function trainingTmpPrefix(prefix: string, runId: string): string {
-  return `${prefix}tmp/training/${runId}/`;
 }
 
 /** Start ids are chosen by the workflow: `start-1`, `start-2` after a restart. */

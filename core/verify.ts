@@ -3,14 +3,20 @@
  * hold. Pure, so the same rule decides in the worker, in tests and in
  * `ferry files`.
  */
-import type { ManifestEntry } from './manifest';
+import { sameContent, type ManifestEntry } from './manifest';
 
-/** A file as the target reports it, hashed on the target. */
+/** A file as the target reports it, hashed on the target; a symlink there is reported with its text, as a link entry. */
 export interface TargetFile {
   path: string;
   size: number;
   mode: number;
   sha256: string;
+  link?: string;
+}
+
+/** Whether the target holds the entry: the same bytes in a file, or a link with the same text (a file holding a link's text is not the link). */
+function holds(found: TargetFile, entry: ManifestEntry): boolean {
+  return found.size === entry.size && sameContent(found, entry);
 }
 
 export interface LandingMismatch {
@@ -40,7 +46,7 @@ export function compareLanding(expected: ManifestEntry[], actual: TargetFile[]):
       result.missing.push(entry.path);
       continue;
     }
-    if (found.size === entry.size && found.sha256 === entry.sha256) {
+    if (holds(found, entry)) {
       result.verified++;
       result.bytesVerified += entry.size;
       continue;
@@ -79,6 +85,6 @@ export function entriesNotHeld(expected: ManifestEntry[], actual: TargetFile[]):
   const byPath = new Map(actual.map((file) => [file.path, file]));
   return expected.filter((entry) => {
     const found = byPath.get(entry.path);
-    return !found || found.size !== entry.size || found.sha256 !== entry.sha256;
+    return !found || !holds(found, entry);
   });
 }

@@ -19,12 +19,15 @@ export interface FailureSubject {
   url?: string;
   /** Overrides the status implied by the type (404, 405, 413 have no type of their own). */
   status?: number;
+  /** The same request may succeed after this many seconds (sent as retry-after). */
+  retryAfterSeconds?: number;
 }
 
 export class AgentFailure extends Error {
   readonly status: number;
   readonly path?: string;
   readonly url?: string;
+  readonly retryAfterSeconds?: number;
 
   constructor(
     readonly type: FailureTypeName,
@@ -36,6 +39,7 @@ export class AgentFailure extends Error {
     this.status = subject.status ?? STATUS_BY_TYPE[type] ?? 500;
     this.path = subject.path;
     this.url = subject.url;
+    this.retryAfterSeconds = subject.retryAfterSeconds;
   }
 
   toBody(): AgentError {

@@ -1,13 +1,50 @@
 /**
  * HTTP plumbing shared by the agent's routes: bearer-token check, bounded
  * JSON bodies, JSON answers and NDJSON streams.
+ *
+ * Bodies are bounded twice: each by MAX_JSON_BODY_BYTES (413, not retried:
+ * the caller must send less) and all at once by the process's
+ * {@link bodyBudget} (503 with retry-after: the caller retries). A body
+ * holds its share of the budget until its request is answered, because the
+ * parsed request lives that long; what a request costs in memory is a
+ * small multiple of its body (chunks, one copy, the parsed values), so
+ * the budget bounds the agent's memory under any number of callers.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FailureType } from '../core/errors';
 import { AgentFailure } from './failure';
 
-const MAX_JSON_BODY_BYTES = 64 * 1024 * 1024;
+export const MAX_JSON_BODY_BYTES = 64 * 1024 * 1024;
+/** Two bodies of the largest size at once, or any number of small ones. */
+export const MAX_BUFFERED_BODY_BYTES = 2 * MAX_JSON_BODY_BYTES;
+/** Seconds a refused caller is asked to wait: requests answer in about that time. */
+const BUSY_RETRY_AFTER_SECONDS = 1;
+
+/** Bytes of request bodies the process holds, against a fixed total. */
+export class ByteBudget {
+  private used = 0;
+
+  constructor(readonly total: number) {}
+
+  get inUse(): number {
+    return this.used;
+  }
+
+  /** Takes `bytes` if they fit; false (taking nothing) if not. */
+  tryTake(bytes: number): boolean {
+    if (this.used + bytes > this.total) return false;
+    this.used += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.used -= bytes;
+  }
+}
+
+/** Shared by every request of this process (one agent per process). */
+export const bodyBudget = new ByteBudget(MAX_BUFFERED_BODY_BYTES);
 
 function sha256(text: string): Buffer {
   return createHash('sha256').update(text).digest();
@@ -33,8 +70,29 @@ function tooLarge(): AgentFailure {
   return new AgentFailure(FailureType.InvalidInput, `request body is larger than ${MAX_JSON_BODY_BYTES} bytes`, { status: 413 });
 }
 
-export async function readJsonBody(req: IncomingMessage): Promise<unknown> {
-  if (Number(req.headers['content-length']) > MAX_JSON_BODY_BYTES) throw tooLarge();
+function busy(budget: ByteBudget): AgentFailure {
+  return new AgentFailure(FailureType.TargetUnavailable, `the agent holds ${budget.inUse} of ${budget.total} bytes of request bodies; retry`, {
+    status: 503,
+    retryAfterSeconds: BUSY_RETRY_AFTER_SECONDS,
+  });
+}
+
+/**
+ * Reads and parses a JSON body, holding its bytes in `budget` until `res`
+ * closes. The length a request announces is taken before reading a byte;
+ * a body sent without one is counted as it arrives.
+ */
+export async function readJsonBody(req: IncomingMessage, res: ServerResponse, budget: ByteBudget = bodyBudget): Promise<unknown> {
+  const announced = Number(req.headers['content-length']);
+  if (announced > MAX_JSON_BODY_BYTES) throw tooLarge();
+  let held = 0;
+  res.once('close', () => budget.give(held));
+  const take = (bytes: number): boolean => {
+    if (!budget.tryTake(bytes)) return false;
+    held += bytes;
+    return true;
+  };
+  if (Number.isFinite(announced) && !take(announced)) throw busy(budget);
   const body = await new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let received = 0;
@@ -43,13 +101,17 @@ export async function readJsonBody(req: IncomingMessage): Promise<unknown> {
       req.off('end', onEnd);
       req.off('error', onError);
     };
-    const onData = (chunk: Buffer) => {
-      received += chunk.length;
-      if (received <= MAX_JSON_BODY_BYTES) return void chunks.push(chunk);
-      // Pause rather than destroy, so the 413 answer still reaches the client.
+    const refuse = (failure: AgentFailure) => {
+      // Pause rather than destroy, so the answer still reaches the client.
       stop();
       req.pause();
-      reject(tooLarge());
+      reject(failure);
+    };
+    const onData = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > MAX_JSON_BODY_BYTES) return refuse(tooLarge());
+      if (received > held && !take(received - held)) return refuse(busy(budget));
+      chunks.push(chunk);
     };
     const onEnd = () => {
       stop();
@@ -78,7 +140,9 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 
 export function sendFailure(res: ServerResponse, failure: AgentFailure): void {
   // A refused body may still be arriving; closing is cheaper than reading it to keep the connection.
-  if (failure.status === 413) res.setHeader('connection', 'close');
+  if (failure.status === 413 || failure.retryAfterSeconds !== undefined) res.setHeader('connection', 'close');
+  // Busy: the same request may succeed shortly (activities/agentClient sends it again).
+  if (failure.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(failure.retryAfterSeconds));
   sendJson(res, failure.status, failure.toBody());
 }
 

@@ -1,5 +1,6 @@
 /**
- * `POST /v1/land`: fetch blobs by URL into `<root>/<dir>/<path>`.
+ * `POST /v1/land`: fetch blobs by URL, or out of pack objects by range
+ * (runtime/blobFetch), into `<root>/<dir>/<path>`.
  *
  * The whole request is checked before the disk is touched (paths, URLs, and
  * the directories already on disk), so a refused request writes nothing.
@@ -11,29 +12,30 @@
  * bootId, and the worker verifies (re-hashes) after landing anyway.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { lchown, open, readlink, rename, rm, symlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import type { LandChunk, LandFile, LandProgressEvent, LandRequest, LandResult } from '../core/agentProtocol';
 import { ChunkSplitter } from '../core/chunking';
-import { FailureType, fetchFailureDetail } from '../core/errors';
+import { FailureType } from '../core/errors';
 import { entriesProblems, fileDirectoryConflicts } from '../core/manifest';
+import { comparePlaces } from '../core/packs';
 import { joinRelative, quotePath, unsafePathReason } from '../core/paths';
-import { ConfinedDirectories, lstatOrUndefined, parentOf, requestDirProblem } from './confine';
+import { type ConfinedDirectories, lstatOrUndefined, parentOf, requestDirProblem } from './confine';
+import { allowedPackUrls, blobSource, fetchVerified, isPackedFile, mismatch, PackedChunks, PackedFiles, sha256Of } from './blobFetch';
 import { AgentFailure, invalid, toAgentFailure } from './failure';
 import { EMPTY_SHA256, openRegularFile, type FileHasher } from './fileHash';
-import { NdjsonStream, ProgressTicker } from './http';
+import type { HeldFolder, HeldFolders, Owner } from './heldFolders';
+import { type NdjsonStream, ProgressTicker } from './http';
 import type { AgentLogger } from './log';
 import type { UrlAllowlist } from './urlAllowlist';
 
 /** Files landed at once: a small file costs a request, so many overlap. */
 const DOWNLOAD_CONCURRENCY = 16;
-/** Of those, chunked files: each holds CHUNKS_AHEAD chunks (up to 2 MiB each) in memory. */
+/** Of those, chunked files: each holds CHUNKS_AHEAD chunks (up to 2 MiB each), or two ranges of its packs (up to 8 MiB each), in memory. */
 const CHUNKED_FILE_CONCURRENCY = 4;
 /** Chunks of one file fetched ahead of the one being written. */
 const CHUNKS_AHEAD = 4;
-/** A blob server that sends nothing for this long is treated as dead. */
-const BLOB_IDLE_TIMEOUT_MS = 60_000;
 const TEMP_PREFIX = '.ferry-tmp-';
 
 export function isLandTempName(name: string): boolean {
@@ -43,7 +45,7 @@ export function isLandTempName(name: string): boolean {
 /** The request with only the fields the protocol defines, or an UnsafePath / InvalidInput / UrlNotAllowed failure. */
 export function validateLandRequest(body: unknown, allowlist: UrlAllowlist): LandRequest {
   if (typeof body !== 'object' || body === null) throw invalid('land request is not an object');
-  const { dir, files } = body as Partial<LandRequest>;
+  const { dir, files, packs } = body as Partial<LandRequest>;
   const dirProblem = requestDirProblem(dir);
   if (dirProblem !== undefined) throw new AgentFailure(FailureType.UnsafePath, `dir ${quotePath(dir)}: ${dirProblem}`, { path: String(dir) });
   if (!Array.isArray(files)) throw invalid('land request files is not an array');
@@ -57,18 +59,21 @@ export function validateLandRequest(body: unknown, allowlist: UrlAllowlist): Lan
   const entries = files as LandFile[];
   const conflicts = fileDirectoryConflicts(entries);
   if (conflicts.length) throw invalid(`paths are both a file and a folder: ${conflicts.slice(0, 5).map((p) => JSON.stringify(p)).join(', ')}`);
-  for (const file of entries) {
-    if ((file.url === undefined) === (file.chunks === undefined)) throw invalid(`file ${quotePath(file.path)} needs either url or chunks`);
-    if (file.chunks) for (const chunk of file.chunks) allowlist.check(chunk.url, file.path);
-    else allowlist.check(file.url, file.path);
-  }
-  return { dir: dir as string, files: entries.map(landFileFields) };
-}
-
-function landFileFields(file: LandFile): LandFile {
-  const { path, size, mode, sha256 } = file;
-  if (file.chunks) return { path, size, mode, sha256, chunks: file.chunks.map(({ sha256: chunkSha256, size: chunkSize, url }) => ({ sha256: chunkSha256, size: chunkSize, url })) };
-  return { path, size, mode, sha256, url: file.url };
+  const packUrls = allowedPackUrls(packs, allowlist);
+  // Only the fields the protocol defines are kept.
+  const landed = entries.map((file): LandFile => {
+    const { path, size, mode, sha256 } = file;
+    if (file.link !== undefined) {
+      // Chunks on a link are refused with the entries' problems; a url would be a blob fetched for nothing.
+      if (file.url !== undefined || file.pack !== undefined) throw invalid(`link ${quotePath(path)} has a url`);
+      if (sha256Of(Buffer.from(file.link, 'utf8')) !== sha256) throw invalid(`link ${quotePath(path)}: sha256 is not that of its text`);
+      return { path, size, mode, sha256, link: file.link };
+    }
+    if (file.chunks === undefined) return { path, size, mode, sha256, ...blobSource(file, packUrls.length, allowlist, path) };
+    if (file.url !== undefined || file.pack !== undefined) throw invalid(`file ${quotePath(path)} needs exactly one of url, pack or chunks`);
+    return { path, size, mode, sha256, chunks: file.chunks.map((chunk) => ({ sha256: chunk.sha256, size: chunk.size, ...blobSource(chunk, packUrls.length, allowlist, path) })) };
+  });
+  return { dir: dir as string, files: landed, ...(packUrls.length ? { packs: packUrls } : {}) };
 }
 
 /** Read-only: refuses the request when an existing directory on the way to a file is a symlink or not a directory. */
@@ -80,7 +85,10 @@ export async function checkLandDirectories(request: LandRequest, directories: Co
 
 export interface LandContext {
   bootId: string;
-  directories: ConfinedDirectories;
+  /** Where files are written: folders held open, created as needed (runtime/heldFolders). */
+  folders: HeldFolders;
+  /** Who gets each landed file when code runs as another user than the agent's. */
+  owner?: Owner;
   hasher: FileHasher;
   log: AgentLogger;
 }
@@ -91,6 +99,12 @@ interface LandProgress {
 }
 
 type FileOutcome = { kind: 'landed'; bytesDownloaded: number; bytesReused: number } | { kind: 'alreadyPresent' };
+
+/** Where one request's bodies come from besides their own URLs: its packs, and the ranges its whole packed files are read in. */
+interface LandSources {
+  packUrls: string[];
+  packedFiles: PackedFiles;
+}
 
 /**
  * Lands every file, writing progress lines and exactly one final `result`
@@ -118,13 +132,16 @@ export async function landFiles(request: LandRequest, context: LandContext, stre
   const limit = pLimit(DOWNLOAD_CONCURRENCY);
   const chunkedLimit = pLimit(CHUNKED_FILE_CONCURRENCY);
   const started = Date.now();
+  // Packed files in the order their bytes sit in the packs, so each range read is used up soon after it arrives.
+  const packed = request.files.filter(isPackedFile).sort(comparePlaces);
+  const sources: LandSources = { packUrls: request.packs ?? [], packedFiles: new PackedFiles(request.packs ?? [], packed, stopSignal) };
 
   await Promise.all(
-    request.files.map((file) =>
+    [...packed, ...request.files.filter((file) => !isPackedFile(file))].map((file) =>
       (file.chunks ? chunkedLimit : limit)(async () => {
         if (stopSignal.aborted) return;
         try {
-          const outcome = await landFile(request.dir, file, context, progress, stopSignal);
+          const outcome = await landFile(request.dir, file, context, progress, sources, stopSignal);
           if (outcome.kind === 'landed') {
             result.filesLanded++;
             result.bytesLanded += file.size;
@@ -165,25 +182,47 @@ export async function landFiles(request: LandRequest, context: LandContext, stre
   }
 }
 
-async function landFile(dir: string, file: LandFile, context: LandContext, progress: LandProgress, signal: AbortSignal): Promise<FileOutcome> {
+/**
+ * Lands one file in its folder, held open from the landing's first use of it
+ * (runtime/heldFolders): the temp file is created, renamed and, on any
+ * failure, removed in that very folder, so a folder on the way swapped for a
+ * link meanwhile never redirects a write, and no temp file is left behind.
+ */
+async function landFile(dir: string, file: LandFile, context: LandContext, progress: LandProgress, sources: LandSources, signal: AbortSignal): Promise<FileOutcome> {
   const relative = joinRelative(dir, file.path);
-  const parent = await context.directories.ensure(parentOf(relative));
-  const finalPath = context.directories.absolute(relative);
-  if (await isAlreadyPresent(finalPath, relative, file, context.hasher, signal)) {
-    progress.bytesDone += file.size;
-    return { kind: 'alreadyPresent' };
+  const folder = (await context.folders.hold(parentOf(relative))) as HeldFolder;
+  try {
+    const finalPath = join(folder.path, baseName(relative));
+    if (file.link !== undefined) return await landLink(folder.path, finalPath, relative, file, file.link, context, progress);
+    if (await isAlreadyPresent(finalPath, relative, file, context.hasher, signal)) {
+      sources.packedFiles.skip(file);
+      progress.bytesDone += file.size;
+      return { kind: 'alreadyPresent' };
+    }
+    return await landBody(folder.path, finalPath, relative, file, context, progress, sources, signal);
+  } finally {
+    folder.release();
   }
+}
 
-  const tempPath = join(parent, TEMP_PREFIX + randomBytes(8).toString('hex'));
+async function landBody(folder: string, finalPath: string, relative: string, file: Exclude<LandFile, { link: string }>, context: LandContext, progress: LandProgress, sources: LandSources, signal: AbortSignal): Promise<FileOutcome> {
+  const tempName = TEMP_PREFIX + randomBytes(8).toString('hex');
+  const tempPath = join(folder, tempName);
   let renamed = false;
   try {
     let outcome: FileOutcome = { kind: 'landed', bytesDownloaded: 0, bytesReused: 0 };
-    // 'wx' creates exclusively: never opens (or follows) anything already at that name.
-    const handle = await open(tempPath, 'wx', 0o600);
+    // 'wx+' creates exclusively: never opens (or follows) anything already at that name; readable, so a
+    // chunked file that does not match can be read back to name the chunk that was wrong.
+    const handle = await open(tempPath, 'wx+', 0o600);
     try {
-      if (file.chunks) outcome = await assembleChunks(handle, file, file.chunks, finalPath, progress, signal);
-      else if (file.size > 0 || file.sha256 !== EMPTY_SHA256) {
-        await fetchVerified(file.url, file, blobLabel(file), file.path, signal, async (bytes) => {
+      if (file.chunks) outcome = await assembleChunks(handle, file, file.chunks, finalPath, progress, sources.packUrls, signal);
+      else if (isPackedFile(file)) {
+        const body = await sources.packedFiles.body(file, blobLabel(file));
+        await writeAll(handle, body);
+        progress.bytesDone += body.length;
+        outcome = { kind: 'landed', bytesDownloaded: file.size, bytesReused: 0 };
+      } else if (file.size > 0 || file.sha256 !== EMPTY_SHA256) {
+        await fetchVerified(file.url as string, file, blobLabel(file), file.path, signal, async (bytes) => {
           await writeAll(handle, bytes);
           progress.bytesDone += bytes.length;
         });
@@ -191,6 +230,7 @@ async function landFile(dir: string, file: LandFile, context: LandContext, progr
       }
       // chmod rather than a create mode, so the umask cannot strip bits the manifest asks for.
       await handle.chmod(file.mode);
+      if (context.owner) await handle.chown(context.owner.uid, context.owner.gid);
     } finally {
       await handle.close();
     }
@@ -198,9 +238,35 @@ async function landFile(dir: string, file: LandFile, context: LandContext, progr
     renamed = true;
     return outcome;
   } finally {
-    if (!renamed) await rm(tempPath, { force: true }).catch((err) => context.log.log('warn', 'could not remove temp file', { path: tempPath, error: String(err) }));
+    if (!renamed) await rm(tempPath, { force: true }).catch((err) => context.log.log('warn', 'could not remove temp file', { path: joinRelative(parentOf(relative), tempName), error: String(err) }));
   }
 }
+
+/**
+ * A link entry: a symlink with the entry's text, made under a temp name and
+ * renamed into place, which replaces whatever is at the final path (file or
+ * link) without following it. The link is never followed here or later:
+ * listing reports it by its text, and landing refuses a path through it.
+ */
+async function landLink(folder: string, finalPath: string, relative: string, file: LandFile, text: string, context: LandContext, progress: LandProgress): Promise<FileOutcome> {
+  const stats = await lstatOrUndefined(finalPath);
+  if (stats?.isDirectory()) throw new AgentFailure(FailureType.UnsafePath, `${JSON.stringify(relative)} exists and is a directory`, { path: file.path });
+  progress.bytesDone += file.size;
+  if (stats?.isSymbolicLink() && (await readlink(finalPath)) === text) return { kind: 'alreadyPresent' };
+  const tempName = TEMP_PREFIX + randomBytes(8).toString('hex');
+  const tempPath = join(folder, tempName);
+  try {
+    await symlink(text, tempPath);
+    if (context.owner) await lchown(tempPath, context.owner.uid, context.owner.gid);
+    await rename(tempPath, finalPath);
+  } catch (err) {
+    await rm(tempPath, { force: true }).catch((cleanup) => context.log.log('warn', 'could not remove temp link', { path: joinRelative(parentOf(relative), tempName), error: String(cleanup) }));
+    throw err;
+  }
+  return { kind: 'landed', bytesDownloaded: 0, bytesReused: 0 };
+}
+
+const baseName = (relative: string) => relative.slice(relative.lastIndexOf('/') + 1);
 
 /** Whether the final path already holds the file (fixing its mode if only that differs). */
 async function isAlreadyPresent(finalPath: string, relative: string, file: LandFile, hasher: FileHasher, signal: AbortSignal): Promise<boolean> {
@@ -221,7 +287,6 @@ async function isAlreadyPresent(finalPath: string, relative: string, file: LandF
 
 const blobLabel = (file: LandFile) => `blob for ${JSON.stringify(file.path)}`;
 const chunkLabel = (file: LandFile, index: number) => `chunk ${index + 1} of ${file.chunks?.length} of ${JSON.stringify(file.path)}`;
-const sha256Of = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 
 type HeldChunks = Map<string, { offset: number; size: number }>;
 
@@ -293,12 +358,21 @@ async function assembleChunks(
   chunks: LandChunk[],
   finalPath: string,
   progress: LandProgress,
+  packUrls: string[],
   signal: AbortSignal,
 ): Promise<FileOutcome> {
   const existing = await openRegularFile(finalPath);
   try {
     const held: HeldChunks = existing ? await chunksAlreadyHeld(existing, chunks, signal) : new Map();
+    const packed = new PackedChunks(
+      packUrls,
+      chunks,
+      chunks.flatMap((chunk, index) => (held.has(chunk.sha256) ? [] : [index])),
+      signal,
+    );
     const outcome = { kind: 'landed' as const, bytesDownloaded: 0, bytesReused: 0 };
+    /** Chunks read from packs, not hashed on their own (the whole file is). */
+    const unchecked: number[] = [];
     const chunkBytes = async (index: number): Promise<Buffer> => {
       const chunk = chunks[index];
       const copy = held.get(chunk.sha256);
@@ -311,12 +385,19 @@ async function assembleChunks(
           return bytes;
         }
       }
-      const parts: Uint8Array[] = [];
-      await fetchVerified(chunk.url, chunk, chunkLabel(file, index), file.path, signal, async (bytes) => {
-        parts.push(bytes);
-      });
+      let bytes: Buffer;
+      if (chunk.url === undefined) {
+        bytes = await packed.chunk(index, chunkLabel(file, index), file.path);
+        unchecked.push(index);
+      } else {
+        const parts: Uint8Array[] = [];
+        await fetchVerified(chunk.url, chunk, chunkLabel(file, index), file.path, signal, async (part) => {
+          parts.push(part);
+        });
+        bytes = Buffer.concat(parts);
+      }
       outcome.bytesDownloaded += chunk.size;
-      return Buffer.concat(parts);
+      return bytes;
     };
 
     const whole = createHash('sha256');
@@ -339,74 +420,30 @@ async function assembleChunks(
       progress.bytesDone += bytes.length;
     }
     const sha256 = whole.digest('hex');
-    if (size !== file.size || sha256 !== file.sha256) throw mismatch(blobLabel(file), file.path, file, `${size} bytes with sha256 ${sha256}`);
+    if (size !== file.size || sha256 !== file.sha256) {
+      const damaged = await firstDamagedChunk(handle, chunks, unchecked);
+      if (damaged) throw mismatch(chunkLabel(file, damaged.index), file.path, chunks[damaged.index], `sha256 ${damaged.sha256}`);
+      throw mismatch(blobLabel(file), file.path, file, `${size} bytes with sha256 ${sha256}`);
+    }
     return outcome;
   } finally {
     await existing?.close();
   }
 }
 
-/** Streams the blob at `url` to `write`, checking size and sha256 as the bytes pass. */
-async function fetchVerified(
-  url: string,
-  expected: { size: number; sha256: string },
-  label: string,
-  path: string,
-  signal: AbortSignal,
-  write: (bytes: Uint8Array) => Promise<void>,
-): Promise<void> {
-  const origin = new URL(url).origin;
-  const fail = (message: string) => new AgentFailure(FailureType.BlobDownloadFailed, `${label} from ${origin}: ${message}`, { path, url: origin });
-  const idle = new AbortController();
-  const idleTimer = setTimeout(() => idle.abort(), BLOB_IDLE_TIMEOUT_MS);
-  const downloadSignal = AbortSignal.any([signal, idle.signal]);
-  // Node 20's fetch can leave the next read of a body pending forever when its signal aborts while
-  // the reader is between reads (one download failing while others write hung the whole landing).
-  // Cancelling through the reader itself ends that read at once.
-  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
-  const cancelRead = () => void reader?.cancel(downloadSignal.reason).catch(() => undefined);
-  downloadSignal.addEventListener('abort', cancelRead, { once: true });
-  try {
-    const response = await fetch(url, { redirect: 'error', signal: downloadSignal });
-    if (!response.ok || !response.body) {
-      await response.body?.cancel().catch(() => undefined);
-      throw fail(`HTTP status ${response.status}`);
-    }
-    const hash = createHash('sha256');
-    let size = 0;
-    reader = response.body.getReader();
-    downloadSignal.throwIfAborted();
-    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
-      idleTimer.refresh();
-      size += chunk.value.length;
-      // Stop early instead of filling the disk with a blob that can no longer match.
-      if (size > expected.size) throw mismatch(label, path, expected, `more than ${expected.size} bytes`);
-      hash.update(chunk.value);
-      await write(chunk.value);
-    }
-    // A read ended by cancelling is not the end of the blob.
-    downloadSignal.throwIfAborted();
-    const sha256 = hash.digest('hex');
-    if (size !== expected.size || sha256 !== expected.sha256) throw mismatch(label, path, expected, `${size} bytes with sha256 ${sha256}`);
-  } catch (err) {
-    if (err instanceof AgentFailure) throw err;
-    if (idle.signal.aborted) throw fail(`no bytes received for ${BLOB_IDLE_TIMEOUT_MS / 1000} s`);
-    if (signal.aborted) throw err;
-    // Errors with a syscall (ENOSPC among them) come from writing the temp file; fetch reports network trouble as TypeError with a cause.
-    if (typeof (err as { syscall?: unknown }).syscall === 'string') throw toAgentFailure(err, path);
-    throw fail(fetchFailureDetail(err));
-  } finally {
-    clearTimeout(idleTimer);
-    downloadSignal.removeEventListener('abort', cancelRead);
-    // Releases the connection when the loop stopped early (too many bytes, a failed write); a no-op after the end.
-    void reader?.cancel().catch(() => undefined);
+/** The first of `indices` whose bytes in the written file do not hash to its chunk's sha256. */
+async function firstDamagedChunk(handle: FileHandle, chunks: LandChunk[], indices: number[]): Promise<{ index: number; sha256: string } | undefined> {
+  const offsets: number[] = [];
+  chunks.reduce((offset, chunk, index) => ((offsets[index] = offset), offset + chunk.size), 0);
+  for (const index of [...indices].sort((a, b) => a - b)) {
+    const bytes = Buffer.allocUnsafe(chunks[index].size);
+    const { bytesRead } = await handle.read(bytes, 0, bytes.length, offsets[index]);
+    const sha256 = sha256Of(bytes.subarray(0, bytesRead));
+    if (sha256 !== chunks[index].sha256) return { index, sha256 };
   }
+  return undefined;
 }
 
 async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
   for (let offset = 0; offset < chunk.length; ) offset += (await handle.write(chunk, offset)).bytesWritten;
-}
-
-function mismatch(label: string, path: string, expected: { size: number; sha256: string }, actual: string): AgentFailure {
-  return new AgentFailure(FailureType.ChecksumMismatch, `${label} does not match: expected ${expected.size} bytes with sha256 ${expected.sha256}, got ${actual}`, { path });
 }

@@ -2,23 +2,41 @@
  * `POST /v1/files`: what `<root>/<dir>` holds right now, hashed on the
  * target. Verification trusts this listing, so every file is hashed from
  * the disk (or known by an earlier read under the same stat signature, see
- * runtime/fileHash), and symlinks are skipped rather than followed.
+ * runtime/fileHash). Symlinks are never followed: each is listed by its
+ * text, as a link entry of a manifest is written (core/manifest `link`),
+ * so a landed link verifies and a link where a file belongs does not.
  */
-import { readdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ListedFileEvent, ListFilesProgressEvent, ListFilesRequest, ListFilesResult } from '../core/agentProtocol';
 import { FailureType } from '../core/errors';
+import { LINK_MODE } from '../core/manifest';
 import { joinRelative, quotePath, unsafePathReason } from '../core/paths';
-import { ConfinedDirectories, parentOf, requestDirProblem } from './confine';
+import { type ConfinedDirectories, parentOf, requestDirProblem } from './confine';
 import { AgentFailure, errorCode, toAgentFailure } from './failure';
 import { statRegularFile, type FileHasher, type HashedFile } from './fileHash';
-import { NdjsonStream, ProgressTicker } from './http';
+import { type NdjsonStream, ProgressTicker } from './http';
 import { isLandTempName } from './land';
 import type { AgentLogger } from './log';
 
 const HASH_CONCURRENCY = 16;
 
-type ListedFile = Omit<HashedFile, 'sha256'> & { sha256?: string };
+type ListedFile = Omit<HashedFile, 'sha256'> & { sha256?: string; link?: string };
+
+/** The symlink at `absolute` as a link entry, or undefined when there is none there. */
+async function linkAt(absolute: string): Promise<ListedFile | undefined> {
+  let text: string;
+  try {
+    text = await readlink(absolute);
+  } catch (err) {
+    // Not a link (EINVAL), or gone.
+    if (['EINVAL', 'ENOENT', 'ENOTDIR'].includes(errorCode(err) ?? '')) return undefined;
+    throw err;
+  }
+  const bytes = Buffer.from(text, 'utf8');
+  return { size: bytes.length, mode: LINK_MODE, sha256: createHash('sha256').update(bytes).digest('hex'), link: text };
+}
 
 export function validateListFilesRequest(body: unknown): ListFilesRequest {
   if (typeof body !== 'object' || body === null) throw new AgentFailure(FailureType.InvalidInput, 'files request is not an object');
@@ -47,7 +65,7 @@ async function selectFilesToList(request: ListFilesRequest, directories: Confine
   if ((await directories.inspect(request.dir)) === 'missing') return [];
   if (request.paths === undefined) {
     const all: string[] = [];
-    await collectRegularFiles(directories.absolute(request.dir), '', all, signal);
+    await collectFilesAndLinks(directories.absolute(request.dir), '', all, signal);
     return all.sort();
   }
   const selected: string[] = [];
@@ -67,7 +85,7 @@ async function parentIsPlainDirectory(directories: ConfinedDirectories, parent: 
   }
 }
 
-async function collectRegularFiles(absoluteDir: string, relativeDir: string, files: string[], signal: AbortSignal): Promise<void> {
+async function collectFilesAndLinks(absoluteDir: string, relativeDir: string, files: string[], signal: AbortSignal): Promise<void> {
   signal.throwIfAborted();
   let entries;
   try {
@@ -82,10 +100,10 @@ async function collectRegularFiles(absoluteDir: string, relativeDir: string, fil
     // No manifest can name a path that is too deep or too long (or has a backslash), so it is not walked:
     // a 10,000-level tree written under the root costs 256 levels of lstat, not ENAMETOOLONG after megabytes of paths.
     if (unsafePathReason(relative) !== undefined) continue;
-    // Dirent types come from lstat semantics: a symlink is neither a file nor a directory here.
-    // Temp files are landings in progress, not files yet.
-    if (entry.isDirectory()) await collectRegularFiles(join(absoluteDir, entry.name), relative, files, signal);
-    else if (entry.isFile() && !isLandTempName(entry.name)) files.push(relative);
+    // Dirent types come from lstat semantics: a symlink is neither a file nor a directory here, and is not walked into.
+    // Temp files and links are landings in progress, not entries yet.
+    if (entry.isDirectory()) await collectFilesAndLinks(join(absoluteDir, entry.name), relative, files, signal);
+    else if ((entry.isFile() || entry.isSymbolicLink()) && !isLandTempName(entry.name)) files.push(relative);
   }
 }
 
@@ -102,15 +120,17 @@ export async function listFiles(request: ListFilesRequest, context: ListFilesCon
   const started = Date.now();
   try {
     const paths = await selectFilesToList(request, context.directories, signal);
-    const inspect = request.hash === false ? statRegularFile : (absolute: string, abort: AbortSignal) => context.hasher.hashRegularFile(absolute, abort);
+    const inspectFile = request.hash === false ? statRegularFile : (absolute: string, abort: AbortSignal) => context.hasher.hashRegularFile(absolute, abort);
+    // A regular file, else a link; the link's text is read only when the path holds no regular file.
+    const inspect = async (absolute: string): Promise<ListedFile | undefined> => (await inspectFile(absolute, signal)) ?? linkAt(absolute);
     await forEachInOrder(
       paths,
-      (path) => inspect(context.directories.absolute(joinRelative(request.dir, path)), signal),
+      (path) => inspect(context.directories.absolute(joinRelative(request.dir, path))),
       async (file, path) => {
         if (!file) return;
         progress.filesDone++;
         progress.bytesDone += file.size;
-        const event: ListedFileEvent = { type: 'file', path, size: file.size, mode: file.mode, sha256: file.sha256 };
+        const event: ListedFileEvent = { type: 'file', path, size: file.size, mode: file.mode, sha256: file.sha256, ...(file.link === undefined ? {} : { link: file.link }) };
         await stream.send(event);
       },
     );

@@ -3,9 +3,24 @@
  * environment; once listening it prints exactly one JSON line to stdout
  * (`{"event":"listening",...}`), which is how a parent process learns the
  * port. Everything else goes to stderr as JSON log lines.
+ *
+ * The token: FERRY_AGENT_TOKEN_FILE names a file holding it, which the agent
+ * deletes once read. Starters on this machine use it, because code the
+ * agent runs as the same user can read `/proc/<agent pid>/environ`, which
+ * keeps the environment the process started with whatever it deletes from
+ * `process.env`. FERRY_AGENT_TOKEN (the variable) is for containers, where
+ * executed code runs as another user that cannot read the agent's /proc.
+ *
+ * Executed code runs as FERRY_AGENT_RUN_AS (a user name, or `uid:gid`): by
+ * default `nobody` when the agent runs as root, the agent's own user
+ * otherwise; `root` keeps a root agent's code as root. Only a root agent can
+ * switch users.
  */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { MIN_TOKEN_LENGTH, startAgent, type AgentOptions } from './agent';
+import type { RunAs } from './processes';
 import { createJsonLogger } from './log';
 import { UrlAllowlist } from './urlAllowlist';
 
@@ -21,11 +36,12 @@ function readSettings(env: NodeJS.ProcessEnv): Omit<AgentOptions, 'log'> {
     return value;
   };
 
+  // First, so the token file is gone even when another setting is wrong.
+  const [token, tokenSource] = env.FERRY_AGENT_TOKEN_FILE ? [readTokenFile(env.FERRY_AGENT_TOKEN_FILE), 'FERRY_AGENT_TOKEN_FILE'] : [required('FERRY_AGENT_TOKEN'), 'FERRY_AGENT_TOKEN'];
+  if (token.length < MIN_TOKEN_LENGTH) throw new SettingError(`${tokenSource} must hold a token of at least ${MIN_TOKEN_LENGTH} characters`);
+
   const root = required('FERRY_AGENT_ROOT');
   if (!isAbsolute(root)) throw new SettingError(`FERRY_AGENT_ROOT must be an absolute path, got ${JSON.stringify(root)}`);
-
-  const token = required('FERRY_AGENT_TOKEN');
-  if (token.length < MIN_TOKEN_LENGTH) throw new SettingError(`FERRY_AGENT_TOKEN must be at least ${MIN_TOKEN_LENGTH} characters`);
 
   const host = env.FERRY_AGENT_HOST || '127.0.0.1';
 
@@ -43,7 +59,52 @@ function readSettings(env: NodeJS.ProcessEnv): Omit<AgentOptions, 'log'> {
     throw new SettingError(`FERRY_AGENT_ALLOWED_URL_PREFIXES: ${(err as Error).message}`);
   }
 
-  return { root, token, host, port, allowedUrlPrefixes };
+  const stateDir = env.FERRY_AGENT_STATE_DIR || undefined;
+  if (stateDir !== undefined && !isAbsolute(stateDir)) throw new SettingError(`FERRY_AGENT_STATE_DIR must be an absolute path, got ${JSON.stringify(stateDir)}`);
+
+  return { root, token, host, port, allowedUrlPrefixes, stateDir, runAs: readRunAs(env.FERRY_AGENT_RUN_AS) };
+}
+
+/** Code runs as another user only when asked to (or by default as root) and when the agent can switch; the agent's own user means no switch. */
+function readRunAs(setting: string | undefined): RunAs | undefined {
+  const agentUid = process.getuid?.();
+  const wanted = setting?.trim() || (agentUid === 0 ? 'nobody' : undefined);
+  if (wanted === undefined) return undefined;
+  const runAs = lookUpUser(wanted);
+  if (runAs.uid === agentUid) return undefined;
+  if (agentUid !== 0) throw new SettingError(`FERRY_AGENT_RUN_AS: the agent runs as uid ${agentUid} and cannot run code as ${runAs.name}; only an agent started as root can switch users`);
+  return runAs;
+}
+
+/** A user by name or uid from the system's user database (`getent passwd`, so NSS sources count), or a bare `uid:gid`. */
+function lookUpUser(wanted: string): RunAs {
+  const numeric = /^(\d+):(\d+)$/.exec(wanted);
+  let entry: string;
+  try {
+    entry = execFileSync('getent', ['passwd', wanted.split(':')[0]], { encoding: 'utf8' }).split('\n')[0];
+  } catch {
+    if (numeric) return { name: wanted, uid: Number(numeric[1]), gid: Number(numeric[2]) };
+    throw new SettingError(`FERRY_AGENT_RUN_AS: no user ${JSON.stringify(wanted)} (give a user name or uid:gid)`);
+  }
+  const [name, , uid, gid, , home] = entry.split(':');
+  return { name, uid: Number(uid), gid: numeric ? Number(numeric[2]) : Number(gid), home: home || undefined };
+}
+
+/** Reads the token and deletes the file, so it is on disk only until the agent starts. */
+function readTokenFile(file: string): string {
+  let token: string;
+  try {
+    token = readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new SettingError(`FERRY_AGENT_TOKEN_FILE: cannot read ${JSON.stringify(file)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  try {
+    rmSync(file);
+  } catch (err) {
+    // A read-only mount (a container secret): it stays, readable by whom its mode allows.
+    createJsonLogger(process.stderr).log('warn', 'cannot delete the token file', { file, error: (err as NodeJS.ErrnoException).code ?? String(err) });
+  }
+  return token;
 }
 
 async function main(): Promise<void> {
@@ -55,8 +116,9 @@ async function main(): Promise<void> {
     process.stderr.write(`ferry-agent: ${err.message}\n`);
     process.exit(EXIT_BAD_SETTINGS);
   }
-  // Commands run through /v1/exec inherit this environment; they must not inherit the agent's credential.
+  // Processes the agent starts inherit this environment; they must not inherit the agent's credential.
   delete process.env.FERRY_AGENT_TOKEN;
+  delete process.env.FERRY_AGENT_TOKEN_FILE;
 
   const log = createJsonLogger(process.stderr);
   const agent = await startAgent({ ...settings, log });

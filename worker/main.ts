@@ -7,9 +7,9 @@
  * running activities FERRY_WORKER_SHUTDOWN_GRACE_SECONDS to finish, and exits 0.
  */
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import { temporalConnectionOptions } from '../client/temporal';
+import { temporalConnectionOptions } from '../temporal/connection';
 import { resolveConfig } from '../core/config';
-import { createFerryWorker } from './worker';
+import { activityDepsFromConfig, createFerryWorker } from './worker';
 
 // ferry pins AWS SDK releases that support Node 20; the SDK's notice about future releases is noise here.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -24,7 +24,9 @@ async function main(): Promise<void> {
   });
   const connection = await NativeConnection.connect(temporalConnectionOptions(config));
   try {
-    const worker = await createFerryWorker({ config, connection, workerOptions: { shutdownGraceTime: `${shutdownGraceSeconds}s` } });
+    const activityDeps = activityDepsFromConfig(config);
+    const worker = await createFerryWorker({ config, connection, activityDeps, workerOptions: { shutdownGraceTime: `${shutdownGraceSeconds}s` } });
+    const targets = [...activityDeps.targets].map(([kind, backend]) => (typeof backend === 'string' ? `${kind} off (${backend})` : kind));
     Runtime.instance().logger.info('ferry worker polling', {
       address: config.temporal.address,
       namespace: config.temporal.namespace,
@@ -32,7 +34,7 @@ async function main(): Promise<void> {
       workflowBundle: workflowBundlePath ?? '(bundled at start)',
       metrics: metricsAddress ? `http://${metricsAddress}/metrics` : 'off',
       payloadEncryption: config.codec ? 'on' : 'off',
-      ecsTarget: config.ecs ? config.ecs.cluster : 'off',
+      targets: targets.join('; '),
     });
     await worker.run();
   } finally {

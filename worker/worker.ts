@@ -1,29 +1,18 @@
 /**
- * Builds a ferry Worker from configuration: real S3 clients, the local
- * runtime agent if one is configured, and the workflow code.
+ * Builds a ferry Worker from configuration: real S3 clients, every target
+ * kind its settings configure, and the workflow code.
  */
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { type NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities';
-import { createEcsClient, createEcsSessionDriver } from '../activities/ecsSessions';
-import { createLocalSessionDriver } from '../activities/localSessions';
-import { S3BlobStore, createS3Clients } from '../activities/s3BlobStore';
+import { blobStoreFromConfig } from '../activities/s3BlobStore';
+import { configureTargets } from '../activities/targets';
 import type { FerryConfig } from '../core/config';
-import { payloadCodecsFor } from './payloadCodec';
+import { payloadCodecsFor } from '../temporal/payloadCodec';
 
 /** Everything activities need, from configuration. */
 export function activityDepsFromConfig(config: FerryConfig): ActivityDeps {
-  const { client, presignClient } = createS3Clients(config.s3);
-  const blobs = new S3BlobStore({
-    client,
-    presignClient,
-    bucket: config.s3.bucket,
-    prefix: config.s3.prefix,
-    presignExpirySeconds: config.s3.presignExpirySeconds,
-  });
-  const local = createLocalSessionDriver({ sessionsDir: config.sessions.localDir, allowedUrlPrefixes: async () => [await blobs.blobUrlPrefix()] });
-  // ECS sessions only where FERRY_ECS_CLUSTER (and the rest of the ECS settings) are configured.
-  const ecs = config.ecs ? createEcsSessionDriver({ ecs: createEcsClient(config.ecs), settings: config.ecs, blobs }) : undefined;
-  return { blobs, localAgent: config.localAgent, sessions: { secret: config.sessions.secret, drivers: { local, ...(ecs ? { ecs } : {}) } } };
+  const blobs = blobStoreFromConfig(config.s3);
+  return { blobs, targets: configureTargets({ settings: config.settings, blobs }) };
 }
 
 export interface FerryWorkerOptions {

@@ -13,7 +13,7 @@ export const FerryTarget = defineSearchAttributeKey('FerryTarget', 'KEYWORD');
 /** Registered on the dev server by `ferry up` and the test harness. */
 export const SEARCH_ATTRIBUTES = { FerrySessionId: 'Keyword', FerryStage: 'Keyword', FerryTarget: 'Keyword' } as const;
 
-export type SyncStep = 'validating' | 'snapshotSource' | 'uploadBlobs' | 'landManifest' | 'verifyLanding' | 'done';
+export type SyncStep = 'validating' | 'provisionSession' | 'snapshotSource' | 'uploadBlobs' | 'landManifest' | 'verifyLanding' | 'done';
 
 export interface SyncState {
   step: SyncStep;

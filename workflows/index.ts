@@ -1,3 +1,4 @@
 export { syncWorkflow } from './sync';
 export { pipelineWorkflow } from './pipeline';
 export { trainingWorkflow } from './training';
+export { sessionFilesWorkflow } from './files';

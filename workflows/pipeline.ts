@@ -14,19 +14,23 @@ import {
   allHandlersFinished,
   condition,
   continueAsNew,
+  currentUpdateInfo,
   log,
   patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
+  uuid4,
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { FerryActivities } from '../activities';
 import { FailureType } from '../core/errors';
+import { executionLogPrefix } from '../core/executionLogs';
 import type { ManifestRef } from '../core/manifest';
 import {
   AGENT_WAIT_TIMER_SUMMARY,
+  EXECUTION_RECORDS_KEPT,
   describeInputRef,
   executeRequestProblems,
   inputRefsProblems,
@@ -34,6 +38,7 @@ import {
   pipelineCarryOverProblems,
   type ExecuteRequest,
   type ExecuteResult,
+  type ExecutionRecord,
   type PipelineCarryOver,
   type PipelineInput,
   type PipelineInputRef,
@@ -41,7 +46,8 @@ import {
   type PipelineState,
   type TimelineStep,
 } from '../core/pipeline';
-import { SESSION_DIRS } from '../core/session';
+import type { SkippedLinks } from '../core/sync';
+import { SESSION_DIRS } from '../core/target';
 import {
   FerrySessionId,
   FerryStage,
@@ -53,16 +59,14 @@ import {
   pipelineStateQuery,
   pipelineTimelineQuery,
 } from './definitions';
-import { failureType, retry, snapshotStep, stepFailure, transferStep, verifyStep } from './steps';
+import { landAndVerify as landAndVerifyIn, snapshotAndUpload, type UploadSource } from './landing';
+import { failureType, retry, sessionStep, stepFailure, transferStep, verifyStep } from './steps';
 
-/** Session control and cheap checks: quick, a few attempts. */
-const sessionStep: ActivityOptions = { startToCloseTimeout: '5m', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 5 } };
-/** Code runs once per execution id (the agent returns the saved result on a retry), so retries only cover transport. */
-const executeStep: ActivityOptions = { startToCloseTimeout: '25h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 5 } };
+/** Code runs once per execution id (the target reports the first run on a retry), so retries only cover transport. */
+const executeStep: ActivityOptions = { startToCloseTimeout: '25h', heartbeatTimeout: '60s', retry: { ...retry, maximumAttempts: 5 } };
 
 const { provisionSession, checkSession, releaseSession, composeInputs } = proxyActivities<FerryActivities>(sessionStep);
-const { snapshotSource } = proxyActivities<FerryActivities>(snapshotStep);
-const { uploadBlobs, snapshotS3Input, landManifest, collectArtifacts } = proxyActivities<FerryActivities>(transferStep);
+const { snapshotS3Input, collectArtifacts } = proxyActivities<FerryActivities>(transferStep);
 const { verifyLanding } = proxyActivities<FerryActivities>(verifyStep);
 const { executeCode } = proxyActivities<FerryActivities>(executeStep);
 
@@ -127,6 +131,8 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
   let continuing = false;
   /** Why the pipeline is ending, for executions that arrive too late to run. */
   let endReason: string | undefined;
+  /** Full verifications of data/ so far: an execution after one more than its predecessor saw runs on freshly re-hashed inputs. */
+  let inputVerifications = 0;
   const lock = new SessionLock();
   const currentStage = () => state.stages[stageIndex];
   const ids = () => ({ sessionId: input.sessionId, stage: currentStage()?.name });
@@ -157,14 +163,16 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
     session: state.session,
   });
 
+  /** The folders path inputs were uploaded from (the worker resolves them as their snapshots did), to put back a blob the store holds damaged. */
+  const inputSources = (): UploadSource[] => state.inputs.flatMap((i) => ('path' in i.ref ? [{ manifestDigest: i.manifestDigest, sourcePath: i.ref.path }] : []));
+
   /** Lands data/ and verifies it on the same boot; a boot other than the handle's means the session restarted. */
   const landAndVerify = async (): Promise<void> => {
     const digest = state.dataManifestDigest;
     if (!digest || !state.session) return;
-    const landed = await step('landManifest', () => landManifest(landInput(digest)), (r) => `${r.filesLanded} landed, ${r.filesAlreadyPresent} present`);
-    noteBoot(landed.bootId);
-    const verified = await step('verifyLanding', () => verifyLanding({ ...landInput(digest), expectedBootId: landed.bootId }), (r) => `${r.filesVerified} files verified`);
+    const { verified } = await landAndVerifyIn({ ...landInput(digest), sources: inputSources() }, step, (landed) => noteBoot(landed.bootId));
     state.verifiedBootId = verified.bootId;
+    inputVerifications++;
   };
 
   const noteBoot = (bootId: string) => {
@@ -175,7 +183,7 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
   };
 
   const provision = async () => {
-    state.session = await step('provisionSession', () => provisionSession({ sessionId: input.sessionId, target: input.target }), (s) => `boot ${s.bootId}`);
+    state.session = await step('provisionSession', () => provisionSession({ sessionId: input.sessionId, target: input.target, purpose: 'pipeline' }), (s) => `boot ${s.bootId}`);
   };
 
   /** Snapshots the pending inputs, folds them into the data/ manifest, lands and verifies it. */
@@ -187,15 +195,17 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
     state.status = 'syncing';
     for (const ref of batch) {
       let manifest: ManifestRef;
+      let linksSkipped: SkippedLinks | undefined;
       if ('path' in ref) {
-        const snapshot = await step('snapshotSource', () => snapshotSource({ path: ref.path }), (r) => `${r.filesTotal} files`);
-        await step('uploadBlobs', () => uploadBlobs({ manifestDigest: snapshot.manifestDigest, sourcePath: snapshot.sourcePath }), (r) => `${r.blobsUploaded} blobs uploaded`);
+        const { snapshot } = await snapshotAndUpload({ path: ref.path, links: ref.links }, step);
         manifest = snapshot;
+        // Absent from snapshot results recorded before link policies.
+        if (snapshot.linksSkipped?.total) linksSkipped = snapshot.linksSkipped;
       } else {
         manifest = await step('snapshotS3Input', () => snapshotS3Input({ s3: ref.s3 }), (r) => `${r.filesTotal} files`);
       }
-      state.inputs.push({ ref, manifestDigest: manifest.manifestDigest, filesTotal: manifest.filesTotal, bytesTotal: manifest.bytesTotal });
-      log.info('input snapshotted', { ...ids(), input: describeInputRef(ref), manifestDigest: manifest.manifestDigest });
+      state.inputs.push({ ref, manifestDigest: manifest.manifestDigest, filesTotal: manifest.filesTotal, bytesTotal: manifest.bytesTotal, ...(linksSkipped ? { linksSkipped } : {}) });
+      log.info('input snapshotted', { ...ids(), input: describeInputRef(ref), manifestDigest: manifest.manifestDigest, linksSkipped: linksSkipped?.total ?? 0 });
     }
     const composed = await step('composeInputs', () => composeInputs({ manifestDigests: state.inputs.map((i) => i.manifestDigest) }));
     state.dataManifestDigest = composed.manifestDigest;
@@ -232,6 +242,7 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
       try {
         const verified = await step('verifyLanding', () => verifyLanding({ ...landInput(digest), expectedBootId: state.session!.bootId }), (r) => `${r.filesVerified} files verified`);
         state.verifiedBootId = verified.bootId;
+        inputVerifications++;
       } catch (err) {
         const type = failureType(err);
         if (type !== FailureType.VerificationFailed && type !== FailureType.TargetRestarted) throw err;
@@ -241,34 +252,63 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
     }
   };
 
-  const runExecution = async (request: ExecuteRequest): Promise<ExecuteResult> => {
+  /** Keeps the record in the state, where `state` readers find an execution by its request id, dropping the oldest past the limit. */
+  const remember = (record: ExecutionRecord) => {
+    const records = (state.executions ??= []);
+    records.push(record);
+    if (records.length > EXECUTION_RECORDS_KEPT) records.splice(0, records.length - EXECUTION_RECORDS_KEPT);
+  };
+
+  const runExecution = async (request: ExecuteRequest, requestId: string): Promise<ExecuteResult> => {
     const stage = currentStage();
+    const verificationsBefore = inputVerifications;
     await ensureSessionVerified();
     stageVerified = true;
     executionCounter++;
-    const executionId = `e${executionCounter}-${stage.name}`;
-    const result = await step(
-      'executeCode',
-      () =>
-        executeCode({
-          session: state.session!,
-          stage: stage.name,
-          executionId,
-          code: request.code,
-          language: request.language,
-          timeoutSeconds: request.timeoutSeconds ?? DEFAULT_EXECUTE_TIMEOUT_SECONDS,
-        }),
-      (r) => `${executionId} exit ${r.exitCode ?? r.signal}`,
-    );
+    // Counted for people, random so ids never repeat across sessions of one target and code in the session cannot predict the next.
+    const executionId = `e${executionCounter}-${stage.name}-${uuid4()}`;
+    const record: ExecutionRecord = {
+      requestId,
+      executionId,
+      stage: stage.name,
+      status: 'running',
+      startedAt: new Date().toISOString(),
+      logChunks: executionLogPrefix('', workflowInfo().workflowId, executionId),
+      inputsVerified: inputVerifications > verificationsBefore,
+    };
+    remember(record);
+    let result: ExecuteResult;
+    try {
+      result = await step(
+        'executeCode',
+        () =>
+          executeCode({
+            session: state.session!,
+            stage: stage.name,
+            executionId,
+            code: request.code,
+            language: request.language,
+            timeoutSeconds: request.timeoutSeconds ?? DEFAULT_EXECUTE_TIMEOUT_SECONDS,
+            logChunks: record.logChunks,
+          }),
+        (r) => `${executionId} exit ${r.exitCode ?? r.signal}`,
+      );
+    } catch (err) {
+      Object.assign(record, { status: 'failed', endedAt: new Date().toISOString(), failure: failureType(err) ?? 'failed' });
+      throw err;
+    }
+    Object.assign(record, { status: 'finished', endedAt: new Date().toISOString(), exitCode: result.exitCode, stdoutBytes: result.stdoutBytes, stderrBytes: result.stderrBytes });
     stage.executions++;
     state.executionsTotal++;
-    return result;
+    return { ...result, requestId, inputsVerified: record.inputsVerified, logChunks: record.logChunks };
   };
 
   setHandler(
     executeUpdate,
     async (request) => {
       touches++;
+      // Every update has an id (the caller's request id, or one Temporal chose); records are found by it.
+      const requestId = currentUpdateInfo()?.id ?? uuid4();
       // An execute sent right after finishStage belongs to the next stage.
       await condition(() => (ready && finishRequested === undefined) || abortRequested !== undefined || state.status === 'failed');
       if (abortRequested || state.status === 'failed') {
@@ -277,7 +317,7 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
       }
       executionsRunning++;
       try {
-        return await lock.run(() => runExecution(request));
+        return await lock.run(() => runExecution(request, requestId));
       } finally {
         executionsRunning--;
         touches++;
@@ -285,11 +325,13 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
     },
     {
       validator: (request) => {
+        // Refusals carry a failure type, as every failure does; a validator's refusal leaves no trace in history.
         const problems = executeRequestProblems(request);
-        if (problems.length) throw new Error(`invalid execute request: ${problems.join('; ')}`);
-        if (abortRequested || ['releasing', 'completed', 'failed'].includes(state.status)) throw new Error(`pipeline ${input.sessionId} is ${abortRequested ? 'aborting' : state.status}; nothing more runs`);
+        if (problems.length) throw ApplicationFailure.create({ type: FailureType.InvalidInput, message: `invalid execute request: ${problems.join('; ')}`, details: [{ problems }], nonRetryable: true });
+        const closed = (message: string) => ApplicationFailure.create({ type: FailureType.PipelineClosed, message, details: [{ status: state.status, stage: currentStage()?.name }], nonRetryable: true });
+        if (abortRequested || ['releasing', 'completed', 'failed'].includes(state.status)) throw closed(`pipeline ${input.sessionId} is ${abortRequested ? 'aborting' : state.status}; nothing more runs`);
         const last = stageIndex >= state.stages.length - 1;
-        if (last && finishRequested) throw new Error(`the last stage (${currentStage()?.name}) is finishing; nothing more runs`);
+        if (last && finishRequested) throw closed(`the last stage (${currentStage()?.name}) is finishing; nothing more runs`);
       },
       description: 'Run code in the current stage once the session inputs are verified',
     },
@@ -379,7 +421,8 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
       }
       state.status = 'collecting';
       stage.summary = finishRequested?.summary;
-      stage.artifacts = await lock.run(() => step('collectArtifacts', () => collectArtifacts({ session: state.session!, stage: stage.name }), (r) => `${r.filesTotal} files`));
+      const collected = await lock.run(() => step('collectArtifacts', () => collectArtifacts({ session: state.session!, stage: stage.name }), (r) => `${r.filesTotal} files`));
+      stage.artifacts = { ...collected, stage: stage.name };
       stage.status = 'finished';
       finishRequested = undefined;
       log.info('stage finished', { ...ids(), artifacts: stage.artifacts.filesTotal });

@@ -12,6 +12,8 @@ export const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2
 export const snapshotStep: ActivityOptions = { startToCloseTimeout: '1h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 5 } };
 /** Moves bytes (upload, land, collect); transient network faults are common, so more attempts. */
 export const transferStep: ActivityOptions = { startToCloseTimeout: '4h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 10 } };
+/** Session control and cheap checks (provision, check, release): quick, a few attempts. Provisioning an ECS task can take minutes, so it heartbeats. */
+export const sessionStep: ActivityOptions = { startToCloseTimeout: '15m', heartbeatTimeout: '60s', retry: { ...retry, maximumAttempts: 5 } };
 /** Re-hashing on the target; a mismatch rarely heals by itself, so few attempts before it surfaces. */
 export const verifyStep: ActivityOptions = { startToCloseTimeout: '1h', heartbeatTimeout: '30s', retry: { ...retry, initialInterval: '2s', maximumAttempts: 3 } };
 

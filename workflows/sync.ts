@@ -1,35 +1,28 @@
 /**
- * syncWorkflow: snapshot → upload → land → verify, one activity per step, so
- * every early return, failure, retry and gap is visible in history. The
- * result says `verified: true` only after the target itself re-hashed every
- * file on the same boot it was landed on.
+ * syncWorkflow: provision the session on its target → snapshot → upload →
+ * land → verify, one activity per step, so every early return, failure,
+ * retry and gap is visible in history. The result says `verified: true`
+ * only after the target itself re-hashed every file on the same boot it was
+ * landed on. Any target kind whose sessions outlive the workflow will do;
+ * one whose sessions end with it (ecs) is refused before anything starts.
  */
-import { ApplicationFailure, log, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, log, patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { FerryActivities } from '../activities';
 import { FailureType } from '../core/errors';
-import { normalizeSyncInput, type StepDurations, type SyncInput, type SyncResult } from '../core/sync';
+import { normalizeSyncInput, type StepDurations, type SyncDryRun, type SyncInput, type SyncResult } from '../core/sync';
+import type { SessionHandle } from '../core/target';
 import { FerrySessionId, FerryTarget, syncStateQuery, type SyncState } from './definitions';
-import { snapshotStep, stepFailure, transferStep, verifyStep } from './steps';
+import { landAndVerify, snapshotAndUpload, uploadSourceOf, type StepRunner } from './landing';
+import { sessionStep, snapshotStep, stepFailure } from './steps';
 
-const { snapshotSource } = proxyActivities<FerryActivities>(snapshotStep);
-const { uploadBlobs, landManifest } = proxyActivities<FerryActivities>(transferStep);
-const { verifyLanding } = proxyActivities<FerryActivities>(verifyStep);
+const { provisionSession } = proxyActivities<FerryActivities>(sessionStep);
+// Snapshots and lists the target: as long as a snapshot, and it heartbeats.
+const { planSync } = proxyActivities<FerryActivities>(snapshotStep);
 
-/** A restarted target means landing again; more restarts than this in one sync is a failure. */
-const MAX_LANDING_ROUNDS = 3;
+/** Patch id: syncs provision their session first (any target kind); histories from before it land on the local agent directly. */
+const PROVISION_SESSIONS = 'sync-provisions-its-session';
 
-async function timed<T>(durations: Partial<StepDurations>, step: keyof StepDurations, run: () => Promise<T>): Promise<T> {
-  const started = Date.now();
-  try {
-    return await run();
-  } catch (err) {
-    throw stepFailure(step, err);
-  } finally {
-    durations[step] = (durations[step] ?? 0) + (Date.now() - started);
-  }
-}
-
-export async function syncWorkflow(rawInput: SyncInput): Promise<SyncResult> {
+export async function syncWorkflow(rawInput: SyncInput): Promise<SyncResult | SyncDryRun> {
   const state: SyncState = { step: 'validating', landingRounds: 0 };
   setHandler(syncStateQuery, () => state);
 
@@ -49,54 +42,69 @@ export async function syncWorkflow(rawInput: SyncInput): Promise<SyncResult> {
     { key: FerryTarget, value: input.target.kind },
   ]);
   const durations: Partial<StepDurations> = {};
+  const step: StepRunner = async (name, run) => {
+    state.step = name as SyncState['step'];
+    const started = Date.now();
+    try {
+      return await run();
+    } catch (err) {
+      throw stepFailure(name, err);
+    } finally {
+      const key = name as keyof StepDurations;
+      durations[key] = (durations[key] ?? 0) + (Date.now() - started);
+    }
+  };
 
-  state.step = 'snapshotSource';
-  const snapshot = await timed(durations, 'snapshotSource', () => snapshotSource({ path: input.source.path }));
+  const source = { path: input.source.path, links: input.links, sizeWarningBytes: input.sizeWarningBytes };
+  if (input.dryRun) {
+    const plan = await step('planSync', () => planSync({ source, sessionId: input.sessionId, target: input.target, dest: input.dest }));
+    state.step = 'done';
+    return { dryRun: true, workflowId, sessionId: input.sessionId, target: input.target, dest: input.dest, ...plan };
+  }
+
+  let session: SessionHandle | undefined;
+  if (patched(PROVISION_SESSIONS)) {
+    session = await step('provisionSession', () => provisionSession({ sessionId: input.sessionId, target: input.target, purpose: 'sync' }));
+  }
+
+  const { snapshot, upload } = await snapshotAndUpload(source, step);
   Object.assign(state, { manifestDigest: snapshot.manifestDigest, filesTotal: snapshot.filesTotal, bytesTotal: snapshot.bytesTotal });
   if (snapshot.skippedTotal > 0) log.warn('source entries skipped', { sessionId: input.sessionId, skipped: snapshot.skippedTotal });
 
-  state.step = 'uploadBlobs';
-  const upload = await timed(durations, 'uploadBlobs', () => uploadBlobs({ manifestDigest: snapshot.manifestDigest, sourcePath: snapshot.sourcePath }));
-
-  const landing = { sessionId: input.sessionId, target: input.target, dest: input.dest, manifestDigest: snapshot.manifestDigest };
-  for (;;) {
-    state.landingRounds++;
-    state.step = 'landManifest';
-    const landed = await timed(durations, 'landManifest', () => landManifest(landing));
-    state.bootId = landed.bootId;
-    state.step = 'verifyLanding';
-    try {
-      const verified = await timed(durations, 'verifyLanding', () => verifyLanding({ ...landing, expectedBootId: landed.bootId }));
-      state.step = 'done';
-      const result: SyncResult = {
-        workflowId,
-        sessionId: input.sessionId,
-        target: input.target,
-        dest: input.dest,
-        manifestDigest: snapshot.manifestDigest,
-        manifestKey: snapshot.manifestKey,
-        filesTotal: snapshot.filesTotal,
-        bytesTotal: snapshot.bytesTotal,
-        blobsUploaded: upload.blobsUploaded,
-        bytesUploaded: upload.bytesUploaded,
-        bytesSkipped: upload.bytesSkipped,
-        filesLanded: landed.filesLanded,
-        bytesLanded: landed.bytesLanded,
-        // Absent from landManifest results recorded before chunking.
-        bytesDownloaded: landed.bytesDownloaded ?? landed.bytesLanded,
-        bytesReused: landed.bytesReused ?? 0,
-        filesVerified: verified.filesVerified,
-        verified: true,
-        bootId: verified.bootId,
-        skipped: snapshot.skipped,
-        durationsMs: { snapshotSource: 0, uploadBlobs: 0, landManifest: 0, verifyLanding: 0, ...durations },
-      };
-      log.info('sync verified', { sessionId: input.sessionId, manifestDigest: snapshot.manifestDigest, bootId: verified.bootId });
-      return result;
-    } catch (err) {
-      const restarted = err instanceof ApplicationFailure && err.type === FailureType.TargetRestarted;
-      if (!restarted || state.landingRounds >= MAX_LANDING_ROUNDS) throw err;
-      log.warn('target restarted after landing; landing again', { sessionId: input.sessionId, round: state.landingRounds });
-    }
-  }
+  const { landed, verified } = await landAndVerify(
+    { session, sessionId: input.sessionId, target: input.target, dest: input.dest, manifestDigest: snapshot.manifestDigest, sources: [uploadSourceOf(snapshot)] },
+    step,
+    (result) => {
+      state.landingRounds++;
+      state.bootId = result.bootId;
+    },
+  );
+  state.step = 'done';
+  const result: SyncResult = {
+    workflowId,
+    sessionId: input.sessionId,
+    target: session?.target ?? input.target,
+    dest: input.dest,
+    manifestDigest: snapshot.manifestDigest,
+    manifestKey: snapshot.manifestKey,
+    filesTotal: snapshot.filesTotal,
+    bytesTotal: snapshot.bytesTotal,
+    blobsUploaded: upload.blobsUploaded,
+    bytesUploaded: upload.bytesUploaded,
+    bytesSkipped: upload.bytesSkipped,
+    filesLanded: landed.filesLanded,
+    bytesLanded: landed.bytesLanded,
+    // Absent from landManifest results recorded before chunking.
+    bytesDownloaded: landed.bytesDownloaded ?? landed.bytesLanded,
+    bytesReused: landed.bytesReused ?? 0,
+    filesVerified: verified.filesVerified,
+    verified: true,
+    bootId: verified.bootId,
+    skipped: snapshot.skipped,
+    linksSkipped: snapshot.linksSkipped,
+    ...(snapshot.sizeReport ? { sizeReport: snapshot.sizeReport } : {}),
+    durationsMs: { snapshotSource: 0, uploadBlobs: 0, landManifest: 0, verifyLanding: 0, ...durations },
+  };
+  log.info('sync verified', { sessionId: input.sessionId, target: session?.description ?? input.target.kind, manifestDigest: snapshot.manifestDigest, bootId: verified.bootId });
+  return result;
 }

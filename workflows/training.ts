@@ -1,13 +1,15 @@
 /**
- * trainingWorkflow: snapshot a project → upload what S3 lacks → land a delta
- * archive on the instance → verify it there → start the command detached →
- * confirm it survives its startup grace → probe it on a durable timer,
- * shipping its log to S3 → end with its exit code. Signals: `stop`,
- * `resync`. Query: `progress`. Long runs continue as new so history stays
- * small.
+ * trainingWorkflow: provision a session on any target → snapshot the
+ * project → upload what S3 lacks → land it in the session's `project/` and
+ * verify it there (exactly the manifest, nothing else) → start the command
+ * detached → confirm it survives its startup grace → probe it on a durable
+ * timer, shipping its log to S3 → collect `outputs/` → release the session →
+ * end with the exit code. Signals: `stop`, `resync`. Query: `progress`. Long
+ * runs continue as new so history stays small.
  */
 import {
   ApplicationFailure,
+  CancellationScope,
   ContinueAsNew,
   condition,
   continueAsNew,
@@ -20,6 +22,7 @@ import {
 } from '@temporalio/workflow';
 import type { FerryActivities } from '../activities';
 import { FailureType } from '../core/errors';
+import { TRAINING_DIRS, type CollectedFiles, type SessionHandle } from '../core/target';
 import {
   normalizeTrainingInput,
   startIdFor,
@@ -29,34 +32,30 @@ import {
   type TrainingProgress,
   type TrainingResult,
   type TrainingResume,
+  type TrainingState,
 } from '../core/training';
 import { FerrySessionId, FerryTarget } from './definitions';
-import { retry, snapshotStep, stepFailure, transferStep, verifyStep } from './steps';
+import { landAndVerify, snapshotAndUpload, uploadSourceOf, type StepRunner } from './landing';
+import { retry, sessionStep, stepFailure, transferStep } from './steps';
 import { resyncTrainingSignal, stopTrainingSignal, trainingProgressQuery } from './trainingDefinitions';
 
-/** Re-hashing on the instance; over SSM a script's first output can take tens of seconds, so a longer heartbeat than the agent targets. */
-const instanceVerifyStep: ActivityOptions = { ...verifyStep, heartbeatTimeout: '60s' };
-/** One short script (start, probe); SSM delivery can take tens of seconds. */
-const scriptStep: ActivityOptions = { startToCloseTimeout: '6m', heartbeatTimeout: '60s', retry: { ...retry, maximumAttempts: 10 } };
-/** Deleting temporary objects; the activity itself turns a failure into a warning. */
-const cleanupStep: ActivityOptions = { startToCloseTimeout: '2m', retry: { ...retry, maximumAttempts: 3 } };
+/** One short step on the target (start, probe); over SSM delivery alone can take tens of seconds. */
+const processStep: ActivityOptions = { startToCloseTimeout: '6m', heartbeatTimeout: '60s', retry: { ...retry, maximumAttempts: 10 } };
 
-const { snapshotSource } = proxyActivities<FerryActivities>(snapshotStep);
-const { uploadBlobs, landArchive } = proxyActivities<FerryActivities>(transferStep);
-const { verifyInstanceLanding } = proxyActivities<FerryActivities>(instanceVerifyStep);
-const { startProcess, probeProcess } = proxyActivities<FerryActivities>(scriptStep);
-const { cleanupTrainingObjects } = proxyActivities<FerryActivities>(cleanupStep);
+const { provisionSession, releaseSession } = proxyActivities<FerryActivities>(sessionStep);
+const { collectArtifacts } = proxyActivities<FerryActivities>(transferStep);
+const { startProcess, probeProcess } = proxyActivities<FerryActivities>(processStep);
 
 /** Continue as new past this many history events, even before the server suggests it. */
 const MAX_HISTORY_EVENTS = 5_000;
 
-async function step<T>(name: string, run: () => Promise<T>): Promise<T> {
+const step: StepRunner = async (name, run) => {
   try {
     return await run();
   } catch (err) {
     throw stepFailure(name, err);
   }
-}
+};
 
 export async function trainingWorkflow(rawInput: TrainingInput): Promise<TrainingResult> {
   const info = workflowInfo();
@@ -76,8 +75,8 @@ export async function trainingWorkflow(rawInput: TrainingInput): Promise<Trainin
     runId,
     state: resume ? 'running' : 'validating',
     target,
+    session: resume?.session,
     manifestDigest: resume?.manifestDigest,
-    release: resume?.release,
     startId: resume?.startId,
     pid: resume?.pid,
     lastLines: [],
@@ -103,15 +102,17 @@ export async function trainingWorkflow(rawInput: TrainingInput): Promise<Trainin
 
   const startedAtMs = resume?.startedAtMs ?? Date.now();
   const confirmGrace = input.startupGraceSeconds;
-  const { confirmProcess } = proxyActivities<FerryActivities>({ ...scriptStep, startToCloseTimeout: `${confirmGrace + 360}s` });
-  const { stopProcess } = proxyActivities<FerryActivities>({ ...scriptStep, startToCloseTimeout: `${input.stopGraceSeconds + 360}s` });
-  const targetStep = { runId, target };
+  const { confirmProcess } = proxyActivities<FerryActivities>({ ...processStep, startToCloseTimeout: `${confirmGrace + 360}s` });
+  const { stopProcess } = proxyActivities<FerryActivities>({ ...processStep, startToCloseTimeout: `${input.stopGraceSeconds + 360}s` });
+  let session: SessionHandle | undefined = resume?.session;
+  /** The provisioned session, for steps that only run once it exists. */
+  const inSession = () => session!;
   let starts = resume?.starts ?? 0;
   let logOffset = resume?.logOffset ?? 0;
   let stopped = false;
   let filesTotal = resume?.filesTotal ?? 0;
   let bytesTotal = resume?.bytesTotal ?? 0;
-  let archiveBytes = resume?.archiveBytes ?? 0;
+  let bytesLanded = resume?.bytesLanded ?? 0;
   let timeToConfirmMs = resume?.timeToConfirmMs ?? 0;
 
   const noteLog = (logBytes: number, lastLines: string[], seenAtMs = Date.now()) => {
@@ -119,24 +120,30 @@ export async function trainingWorkflow(rawInput: TrainingInput): Promise<Trainin
     if (logBytes > 0 && progress.firstLogLineMs === undefined) progress.firstLogLineMs = seenAtMs - startedAtMs;
   };
 
-  /** Snapshot → upload → land → verify; leaves the verified release as the target's `current`. */
+  /** A step whose name is the run's state while it runs (the `progress` query shows it). */
+  const stepShown: StepRunner = (name, run) => {
+    progress.state = name as TrainingState;
+    return step(name, run);
+  };
+
+  /** Snapshot → upload → land in `project/` → verify there: exactly the manifest, re-hashed on the target. */
   const landProject = async (): Promise<void> => {
     progress.state = 'snapshotSource';
-    const snapshot = await step('snapshotSource', () =>
-      snapshotSource({ path: input.project.path, include: input.project.include, exclude: input.project.exclude, requireFiles: true }),
+    const { snapshot } = await snapshotAndUpload(
+      { path: input.project.path, include: input.project.include, exclude: input.project.exclude, links: input.project.links, requireFiles: true },
+      stepShown,
     );
     if (snapshot.skippedTotal > 0) log.warn('project entries skipped', { runId, skipped: snapshot.skippedTotal, first: snapshot.skipped.slice(0, 5) });
+    // Absent from snapshot results recorded before link policies.
+    if (snapshot.linksSkipped?.total) log.warn('project symlinks left out by the link policy', { runId, total: snapshot.linksSkipped.total, first: snapshot.linksSkipped.first.slice(0, 5) });
     progress.manifestDigest = snapshot.manifestDigest;
     filesTotal = snapshot.filesTotal;
     bytesTotal = snapshot.bytesTotal;
-    progress.state = 'uploadBlobs';
-    await step('uploadBlobs', () => uploadBlobs({ manifestDigest: snapshot.manifestDigest, sourcePath: snapshot.sourcePath }));
-    progress.state = 'landArchive';
-    const landed = await step('landArchive', () => landArchive({ ...targetStep, manifestDigest: snapshot.manifestDigest }));
-    archiveBytes ||= landed.archiveBytes;
-    progress.state = 'verifyInstanceLanding';
-    await step('verifyInstanceLanding', () => verifyInstanceLanding({ ...targetStep, manifestDigest: snapshot.manifestDigest, release: landed.release }));
-    progress.release = landed.release;
+    const { landed } = await landAndVerify(
+      { session: inSession(), sessionId: runId, target, dest: TRAINING_DIRS.project, manifestDigest: snapshot.manifestDigest, exact: true, sources: [uploadSourceOf(snapshot)] },
+      stepShown,
+    );
+    bytesLanded ||= landed.bytesLanded;
   };
 
   /** Starts the command under a new start id and waits out its startup grace. */
@@ -146,10 +153,11 @@ export async function trainingWorkflow(rawInput: TrainingInput): Promise<Trainin
     progress.startId = startId;
     logOffset = 0;
     progress.state = 'startProcess';
-    const started = await step('startProcess', () => startProcess({ ...targetStep, startId, command: input.command, env: input.env }));
-    progress.pid = started.pid;
+    const env = { ...input.env, FERRY_SESSION_DIR: inSession().root, FERRY_OUTPUT_DIR: `${inSession().root}/${TRAINING_DIRS.outputs}` };
+    const started = await step('startProcess', () => startProcess({ session: inSession(), processId: startId, command: input.command, env, cwd: TRAINING_DIRS.project }));
+    progress.pid = started.pid ?? undefined;
     progress.state = 'confirmProcess';
-    const status = await step('confirmProcess', () => confirmProcess({ ...targetStep, startId, graceSeconds: confirmGrace }));
+    const status = await step('confirmProcess', () => confirmProcess({ session: inSession(), processId: startId, graceSeconds: confirmGrace }));
     noteLog(status.logBytes, status.lastLines, status.firstLogSeenAtMs);
     timeToConfirmMs = Date.now() - startedAtMs;
     log.info('training process confirmed', { runId, startId, pid: started.pid, alive: status.alive });
@@ -159,14 +167,14 @@ export async function trainingWorkflow(rawInput: TrainingInput): Promise<Trainin
   /** One probe: liveness plus the next log chunk. */
   const probe = async () => {
     const startId = progress.startId!;
-    const result = await step('probeProcess', () => probeProcess({ ...targetStep, startId, logOffset }));
+    const result = await step('probeProcess', () => probeProcess({ session: inSession(), runId, processId: startId, logOffset }));
     progress.probes++;
     if (result.chunkBytes > 0) {
       logOffset += result.chunkBytes;
       progress.logChunks++;
     }
     progress.logBytesShipped = logOffset;
-    progress.pid = result.pid;
+    progress.pid = result.pid ?? undefined;
     noteLog(result.logBytes, result.lastLines);
     return result;
   };
@@ -179,16 +187,26 @@ export async function trainingWorkflow(rawInput: TrainingInput): Promise<Trainin
     }
   };
 
-  const cleanup = async (): Promise<string | undefined> => {
-    progress.state = 'cleanup';
-    const cleaned = await cleanupTrainingObjects({ runId });
-    return cleaned.warning;
+  /** Collects what the command left in `outputs/` (best effort: the run's outcome stands either way) and releases the session; its files stay where the target keeps them. */
+  const finish = async (): Promise<CollectedFiles | undefined> => {
+    if (!session) return undefined;
+    progress.state = 'collectOutputs';
+    const outputs = await step('collectArtifacts', () => collectArtifacts({ session: inSession(), dir: TRAINING_DIRS.outputs })).catch((err: unknown) => {
+      log.warn('outputs were not collected', { runId, error: String(err) });
+      return undefined;
+    });
+    progress.state = 'releasing';
+    await step('releaseSession', () => releaseSession({ session: inSession(), keepFiles: true })).catch((err: unknown) => log.warn('session release failed', { runId, error: String(err) }));
+    return outputs && { manifestDigest: outputs.manifestDigest, manifestKey: outputs.manifestKey, filesTotal: outputs.filesTotal, bytesTotal: outputs.bytesTotal, files: outputs.files };
   };
 
   let final: Awaited<ReturnType<typeof probe>>;
   try {
     let exited = false;
     if (!resume) {
+      progress.state = 'provisionSession';
+      session = await step('provisionSession', () => provisionSession({ sessionId: runId, target, purpose: 'training' }));
+      progress.session = session;
       await landProject();
       exited = (await startAndConfirm()).exited;
     }
@@ -198,7 +216,7 @@ export async function trainingWorkflow(rawInput: TrainingInput): Promise<Trainin
       if (stopRequest && !stopped && !exited) {
         progress.state = 'stopping';
         const grace = stopRequest.graceSeconds ?? input.stopGraceSeconds;
-        const result = await step('stopProcess', () => stopProcess({ ...targetStep, startId: progress.startId!, graceSeconds: grace }));
+        const result = await step('stopProcess', () => stopProcess({ session: inSession(), processId: progress.startId!, graceSeconds: grace }));
         log.info('training stopped on request', { runId, signal: result.signal });
         stopped = true;
       } else if (resyncRequests.length > 0 && !exited && !stopped) {
@@ -207,7 +225,7 @@ export async function trainingWorkflow(rawInput: TrainingInput): Promise<Trainin
         await landProject();
         progress.resyncs++;
         if (request.restart) {
-          await step('stopProcess', () => stopProcess({ ...targetStep, startId: progress.startId!, graceSeconds: input.stopGraceSeconds }));
+          await step('stopProcess', () => stopProcess({ session: inSession(), processId: progress.startId!, graceSeconds: input.stopGraceSeconds }));
           await drainLog();
           exited = (await startAndConfirm()).exited;
         }
@@ -224,7 +242,7 @@ export async function trainingWorkflow(rawInput: TrainingInput): Promise<Trainin
       if (idle && !stopped && (now.continueAsNewSuggested || now.historyLength > MAX_HISTORY_EVENTS)) {
         const carried: TrainingResume = {
           manifestDigest: progress.manifestDigest!,
-          release: progress.release!,
+          session: inSession(),
           startId: progress.startId!,
           starts,
           pid: progress.pid!,
@@ -236,7 +254,7 @@ export async function trainingWorkflow(rawInput: TrainingInput): Promise<Trainin
           firstLogLineMs: progress.firstLogLineMs,
           filesTotal,
           bytesTotal,
-          archiveBytes,
+          bytesLanded,
           timeToConfirmMs,
         };
         log.info('continuing as new to keep history small', { runId, probes: progress.probes });
@@ -245,22 +263,22 @@ export async function trainingWorkflow(rawInput: TrainingInput): Promise<Trainin
     }
   } catch (err) {
     if (err instanceof ContinueAsNew) throw err;
+    await CancellationScope.nonCancellable(finish);
     progress.state = 'failed';
-    await cleanup();
     throw err;
   }
 
-  const cleanupWarning = await cleanup();
+  const outputs = await finish();
   progress.exitCode = final.exitCode;
   const result: TrainingResult = {
     runId,
     exitCode: final.exitCode,
     stopped,
     manifestDigest: progress.manifestDigest!,
-    release: progress.release!,
+    session: inSession(),
     filesTotal,
     bytesTotal,
-    archiveBytes,
+    bytesLanded,
     logBytesShipped: logOffset,
     logChunks: progress.logChunks,
     probes: progress.probes,
@@ -268,7 +286,7 @@ export async function trainingWorkflow(rawInput: TrainingInput): Promise<Trainin
     lastLines: final.lastLines,
     timeToConfirmMs,
     firstLogLineMs: progress.firstLogLineMs,
-    cleanupWarning,
+    outputs,
   };
   if (stopped || final.exitCode === 0) {
     progress.state = stopped ? 'stopped' : 'succeeded';

@@ -15,21 +15,19 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { createLocalSessionDriver } from '../../activities/localSessions';
-import type { ProvisionedSession, SessionDriver } from '../../activities/sessionDriver';
-import { summarizeHistory } from '../../client/history';
 import { ExecuteRefusedError, PipelineClient } from '../../client/pipelineClient';
-import { repoRoot, resolveTool } from '../../client/services';
+import { repoRoot, resolveTool } from '../../client/tools';
 import { parseDurationMs } from '../../core/duration';
 import type { ExecuteRequest, ExecuteResult, PipelineResult } from '../../core/pipeline';
-import type { SessionHandle } from '../../core/session';
 import { sessionRoot, type SyncInput, type SyncResult } from '../../core/sync';
-import { buildTimeline, type TimelineStep } from '../../core/timeline';
+import type { Step } from '../../core/history/steps';
 import { startAgent } from '../../runtime/agent';
 import type { AgentLogger, LogFields } from '../../runtime/log';
-import { transferStep } from '../../workflows/steps';
+import { sessionStep } from '../../workflows/steps';
 import { startHangingAgent, startLyingAgent, startTruncatingAgent, type AgentDouble } from '../support/agentDoubles';
 import { seededBytes, treeHashes, writeTree } from '../support/fixtures';
+import { requireOrSkipTest } from '../support/requirements';
+import { stepsFromHistory } from '../support/steps';
 import { resultOf, startTestStack, type TestStack } from '../support/testStack';
 
 const run = promisify(execFile);
@@ -59,9 +57,8 @@ after(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-async function stepsOf(workflowId: string): Promise<TimelineStep[]> {
-  const history = await stack.client.workflow.getHandle(workflowId).fetchHistory();
-  return buildTimeline(summarizeHistory(history.events ?? []), 1e9).steps;
+async function stepsOf(workflowId: string): Promise<Step[]> {
+  return stepsFromHistory(workflowId, await historyEvents(workflowId));
 }
 
 async function historyEvents(workflowId: string) {
@@ -94,11 +91,11 @@ async function pipelineFailure(result: Promise<unknown>): Promise<ApplicationFai
   assert.fail('the workflow was expected to fail');
 }
 
-/** Every regular file under `root` (relative path → size), temp files included. */
+/** Every regular file under `root` (relative path → size), temp files included; a folder that cannot be read throws. */
 async function fileSizes(root: string): Promise<Record<string, number>> {
   const sizes: Record<string, number> = {};
   const walk = async (dir: string, prefix: string) => {
-    for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
       const relative = prefix ? `${prefix}/${entry.name}` : entry.name;
       if (entry.isDirectory()) await walk(path.join(dir, entry.name), relative);
       else if (entry.isFile()) sizes[relative] = (await stat(path.join(dir, entry.name))).size;
@@ -111,14 +108,14 @@ async function fileSizes(root: string): Promise<Record<string, number>> {
 const fileExists = (file: string) => stat(file).then(() => true, () => false);
 
 /**
- * Runs a pipeline whose only session agent is `driver`'s and checks what a
+ * Runs a pipeline whose `local` target is the double and checks what a
  * lying agent must lead to: the first sync fails verification naming both
  * input paths, an execute sent meanwhile is refused, executeCode is never
  * scheduled and the code's side effect never happens, the session is released.
  */
-async function assertLiarStopsThePipeline(options: { sessionId: string; driver: SessionDriver; double: () => AgentDouble | undefined; problem: 'missing' | 'short' }) {
+async function assertLiarStopsThePipeline(options: { sessionId: string; double: AgentDouble; problem: 'missing' | 'short' }) {
   const taskQueue = `faults-${options.sessionId}`;
-  await stack.startWorker({ taskQueue, sessions: { secret: stack.config.sessions.secret, drivers: { local: options.driver } } });
+  await stack.startWorker({ taskQueue, localAgent: { url: options.double.url, token: stack.agentToken } });
   const client = new PipelineClient(stack.client, taskQueue);
   const { workflowId } = await client.start({ sessionId: options.sessionId, inputs: [{ path: inputDir }], stages: ['coder'], stageIdleTimeout: '2m' });
   const sideEffect = path.join(work, `${options.sessionId}.ran`);
@@ -144,9 +141,10 @@ async function assertLiarStopsThePipeline(options: { sessionId: string; driver: 
   assert.equal(verify?.attempts, 3, 'verifyLanding retried to its limit');
   assert.equal(names.at(-1), 'releaseSession');
   assert.equal(await fileExists(sideEffect), false, 'the code never ran');
-  const double = options.double();
-  assert.ok(double && double.landRequests >= 1, 'the double was asked to land');
+  const double = options.double;
+  assert.ok(double.landRequests >= 1, 'the double was asked to land');
   assert.equal(double.execRequests, 0, 'the double was never asked to run code');
+  assert.equal(double.removeRequests, 1, 'the session was released once');
   return { steps, double, failure };
 }
 
@@ -154,58 +152,33 @@ describe('agent faults against the real stack', { concurrency: true }, () => {
   it('a lying agent that answers every landing with success and writes nothing: verifyLanding fails with the paths, executeCode never runs', async (t) => {
     const liar = await startLyingAgent(randomUUID());
     cleanups.push(() => liar.close());
-    const releases: string[] = [];
-    const driver: SessionDriver = {
-      provision: async (): Promise<ProvisionedSession> => ({ agentUrl: liar.url, root: '/nowhere', details: { double: 'lying' } }),
-      release: async (session) => {
-        releases.push(session.sessionId);
-        return { released: true, detail: 'lying agent double' };
-      },
-    };
-    const { steps, double, failure } = await assertLiarStopsThePipeline({ sessionId: 'liar-nothing', driver, double: () => liar, problem: 'missing' });
-    assert.deepEqual(releases, ['liar-nothing'], 'released once');
+    const { steps, double, failure } = await assertLiarStopsThePipeline({ sessionId: 'liar-nothing', double: liar, problem: 'missing' });
     const land = steps.find((s) => s.name === 'landManifest');
     assert.equal(land?.status, 'completed', 'the agent claimed the landing succeeded');
     t.diagnostic(`land requests ${double.landRequests}, exec requests ${double.execRequests}, verifyLanding attempts 3; ${failure.message}`);
   });
 
   it('a lying agent that answers success after writing short files: verifyLanding fails naming them short, executeCode never runs', async (t) => {
-    const local = createLocalSessionDriver({ sessionsDir: stack.config.sessions.localDir, allowedUrlPrefixes: async () => [await stack.blobs.blobUrlPrefix()] });
-    let truncating: AgentDouble | undefined;
     let sizesAtRelease: Record<string, number> = {};
-    const driver: SessionDriver = {
-      async provision(request) {
-        const real = await local.provision(request);
-        if (!truncating) {
-          const double = await startTruncatingAgent(real.agentUrl, real.root);
-          cleanups.push(() => double.close());
-          truncating = double;
-        }
-        return { ...real, agentUrl: truncating.url, details: { ...real.details, double: 'truncating' } };
-      },
-      async release(session: SessionHandle) {
-        // Releasing removes the session's folder: record what the liar left on disk first.
-        sizesAtRelease = await fileSizes(path.join(session.root, 'data'));
-        return local.release(session);
-      },
-    };
-    const { double, failure } = await assertLiarStopsThePipeline({ sessionId: 'liar-short', driver, double: () => truncating, problem: 'short' });
+    // Releasing removes the session's folder: record what the liar left on disk first.
+    const truncating = await startTruncatingAgent(stack.agent.url, stack.agentRoot, async () => {
+      sizesAtRelease = await fileSizes(path.join(stack.agentRoot, sessionRoot('liar-short'), 'data'));
+    });
+    cleanups.push(() => truncating.close());
+    const { double, failure } = await assertLiarStopsThePipeline({ sessionId: 'liar-short', double: truncating, problem: 'short' });
     const expected = Object.fromEntries(Object.entries(INPUT_FILES).map(([file, text]) => [file, Math.floor(Buffer.byteLength(text) / 2)]));
     assert.deepEqual(sizesAtRelease, expected, 'the target held half of each file at its final path');
     t.diagnostic(`land requests ${double.landRequests}, exec requests ${double.execRequests}; sizes on the target ${JSON.stringify(sizesAtRelease)}; ${failure.message}`);
   });
 
-  it('a full target disk (4 MiB tmpfs root): the sync fails at once, not retried, with TargetDiskFull naming landManifest, and no final path holds a partial file', {
-    skip: process.getuid?.() === 0 ? false : 'mounting a tmpfs needs root',
-  }, async (t) => {
+  it('a full target disk (4 MiB tmpfs root): the sync fails at once, not retried, with TargetDiskFull naming landManifest, and no final path holds a partial file', async (t) => {
     const mountDir = path.join(work, 'tmpfs-root');
     await mkdir(mountDir);
-    try {
-      await run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mountDir]);
-    } catch (err) {
-      t.skip(`mount -t tmpfs failed here: ${(err as { stderr?: string }).stderr?.trim() || String(err)}`);
-      return;
-    }
+    const mountRefused = await run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mountDir]).then(
+      () => undefined,
+      (err: unknown) => `mount -t tmpfs failed here${process.getuid?.() === 0 ? '' : ' (it needs root)'}: ${(err as { stderr?: string }).stderr?.trim() || String(err)}`,
+    );
+    if (!requireOrSkipTest(t, 'the right to mount a tmpfs', mountRefused)) return;
     cleanups.push(() => run('umount', [mountDir]));
     const agentLog: { msg: string; fields: LogFields }[] = [];
     const log: AgentLogger = { log: (_level, msg, fields = {}) => agentLog.push({ msg, fields }) };
@@ -248,7 +221,7 @@ describe('agent faults against the real stack', { concurrency: true }, () => {
     );
   });
 
-  it('an agent that accepts connections and never answers: the client times out before the heartbeat would, landManifest is retried, the sync ends verified', async (t) => {
+  it('an agent that accepts connections and never answers: the client times out before the heartbeat would, the step is retried, the sync ends verified', async (t) => {
     const hangs = 2;
     const hanging = await startHangingAgent(stack.agent.url, hangs);
     cleanups.push(() => hanging.close());
@@ -264,21 +237,23 @@ describe('agent faults against the real stack', { concurrency: true }, () => {
     assert.deepEqual(await treeHashes(path.join(stack.agentRoot, sessionRoot('hang'), 'data')), await treeHashes(source), 'every file landed whole');
 
     const steps = await stepsOf(workflowId);
-    const land = steps.find((s) => s.name === 'landManifest')!;
-    assert.equal(land.status, 'completed');
-    assert.equal(land.attempts, hangs + 1, 'one attempt per hung connection, then one that went through');
-    const hung = land.lastRetryFailure;
+    // The first step to reach the agent meets the hung connections.
+    const provision = steps.find((s) => s.name === 'provisionSession')!;
+    assert.equal(provision.status, 'completed');
+    assert.equal(provision.attempts, hangs + 1, 'one attempt per hung connection, then one that went through');
+    const hung = provision.lastRetryFailure;
     assert.equal(hung?.type, 'TargetUnavailable', JSON.stringify(hung));
     assert.equal(hung?.timeoutType, undefined, 'the attempt was failed by the agent client, not timed out by Temporal');
-    const clientTimeoutMs = Number(/did not answer \/v1\/health within (\d+) ms/.exec(hung?.message ?? '')?.[1]);
-    const heartbeatTimeoutMs = parseDurationMs(String(transferStep.heartbeatTimeout));
+    const clientTimeoutMs = Number(/did not answer \/v1\/\w+ within (\d+) ms/.exec(hung?.message ?? '')?.[1]);
+    const heartbeatTimeoutMs = parseDurationMs(String(sessionStep.heartbeatTimeout));
     assert.ok(clientTimeoutMs > 0 && clientTimeoutMs < heartbeatTimeoutMs, `client timeout ${clientTimeoutMs} ms is shorter than the heartbeat timeout ${heartbeatTimeoutMs} ms`);
+    assert.equal(steps.find((s) => s.name === 'landManifest')?.attempts, 1);
     assert.equal(steps.find((s) => s.name === 'verifyLanding')?.attempts, 1);
     assert.equal(hanging.connectionsHung, hangs);
     assert.ok(hanging.connectionsForwarded >= 1);
     t.diagnostic(
-      `landManifest attempts ${land.attempts}, hung attempts failed by the client after ${clientTimeoutMs} ms (heartbeat timeout ${heartbeatTimeoutMs} ms); ` +
-        `scheduled → last attempt ${Math.round((land.waitMs ?? 0) / 1000)} s; connections hung ${hanging.connectionsHung}, forwarded ${hanging.connectionsForwarded}; ${synced.filesVerified} files verified`,
+      `provisionSession attempts ${provision.attempts}, hung attempts failed by the client after ${clientTimeoutMs} ms (heartbeat timeout ${heartbeatTimeoutMs} ms); ` +
+        `scheduled → last attempt ${Math.round((provision.waitMs ?? 0) / 1000)} s; connections hung ${hanging.connectionsHung}, forwarded ${hanging.connectionsForwarded}; ${synced.filesVerified} files verified`,
     );
   });
 
@@ -305,7 +280,7 @@ describe('agent faults against the real stack', { concurrency: true }, () => {
     assert.equal(cliFirst.stdoutTail.trim(), '2');
     assert.notEqual(cliFirst.executionId, first.executionId);
 
-    const lines = await readFile(path.join(stack.config.sessions.localDir, sessionId, 'root', 'artifacts', 'ran.txt'), 'utf8');
+    const lines = await readFile(path.join(stack.agentRoot, sessionRoot(sessionId), 'artifacts', 'ran.txt'), 'utf8');
     assert.equal(lines, 'ran\nran\n', 'two update ids, two runs');
     const state = await pipelines.state(workflowId);
     assert.equal(state.executionsTotal, 2);

@@ -11,35 +11,36 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { chmod, link, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmod, link, lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer as createNetServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
-import { MockActivityEnvironment } from '@temporalio/testing';
 import { createLocalSourceActivities, type SnapshotSourceResult } from '../../activities/localSource';
+import { ReadOutcome, hashFiles, listDirectory } from '../../activities/sourceWorker';
 import { S3BlobStore, createS3Clients } from '../../activities/s3BlobStore';
-import { ShellTarget } from '../../activities/shellTarget';
-import { createTargetActivities } from '../../activities/target';
+import { createSessionActivities } from '../../activities/session';
+import { ShellChannel } from '../../activities/targets/shell';
 import { PipelineClient } from '../../client/pipelineClient';
-import { repoRoot, resolveTool } from '../../client/services';
+import { repoRoot, resolveTool } from '../../client/tools';
 import type { AgentError, LandStreamEvent, ListFilesStreamEvent } from '../../core/agentProtocol';
 import { createManifest, entriesProblems, manifestProblems, type ManifestEntry } from '../../core/manifest';
 import { MAX_PATH_DEPTH, quotePath, unsafePathReason } from '../../core/paths';
 import { LAND_SCRIPT, checksumLine, parseReport } from '../../core/shellScripts';
 import { sessionRoot, type SyncResult } from '../../core/sync';
 import { startAgent, type RunningAgent } from '../../runtime/agent';
-import { sha256, treeHashes, writeTree } from '../support/fixtures';
+import { assertNoneIn, chunksOf, seededBytes, sha256, treeHashes, waitFor, writeTree } from '../support/fixtures';
 import { emptyMeta, gzipBomb, listTree, removeDeepTree, tarBytes, tarGz, writeDeepTree, type ArchiveEntry } from '../support/hostileArchives';
+import { activityEnvironment } from '../support/testLogs';
 import { resultOf, startTestStack, type TestStack } from '../support/testStack';
+import { activityDepsFromConfig } from '../../worker/worker';
 
 const execFileAsync = promisify(execFile);
 const TOKEN = 'hostile-input-token-0123456789';
@@ -72,7 +73,7 @@ function assertNothingExecuted(trees: string[], dirs: string[]): void {
     const hits = listTree(tree).filter((entry) => PWNED.includes(path.basename(entry.replace(/:[fdlo]$/, ''))));
     assert.deepEqual(hits, [], `nothing was executed under ${tree}`);
   }
-  for (const dir of dirs) for (const name of PWNED) assert.ok(!existsSync(path.join(dir, name)), `no ${name} in ${dir}`);
+  for (const dir of dirs) assertNoneIn(dir, PWNED, `nothing was executed in ${dir}`);
 }
 
 /** A small HTTP server standing in for presigned URLs: serves bodies under paths, records every request. */
@@ -160,7 +161,7 @@ describe('path rules and manifest validation', () => {
     assert.deepEqual(entriesProblems(names.map(entry)), []);
   });
 
-  it(`rejects a ${DEEP_LEVELS}-level path fast, and a manifest of 2,000 of them with bounded work`, (t: TestContext) => {
+  it(`rejects a ${DEEP_LEVELS}-level path, and a manifest of 2,000 of them with bounded work`, (t: TestContext) => {
     const deep = `${deepPath()}/x`;
     let started = process.hrtime.bigint();
     assert.match(unsafePathReason(deep) ?? '', /longer than 4096 bytes/);
@@ -177,12 +178,11 @@ describe('path rules and manifest validation', () => {
     assert.equal(problems.length, 20, 'validation stops after 20 problems');
     assert.match(problems[0], /^files\[0\]\.path "d\/d\/.*"… \(20001 characters\): longer than 4096 bytes$/);
     assert.ok(problems.join('; ').length < 10_000, 'the problems quote a bounded part of each path');
-    assert.ok(single < 2_000 && whole < 2_000, `took ${single} ms and ${whole} ms`);
     t.diagnostic(`figures: one ${DEEP_LEVELS}-level path refused in ${single.toFixed(2)} ms; a manifest of 2,000 such paths (${(2_000 * deep.length) >> 20} MiB of paths) in ${whole.toFixed(2)} ms, heap growth ${(heapGrowth / 1e6).toFixed(1)} MB, ${problems.join('').length} characters of problems`);
   });
 });
 
-describe('the training land script against hostile archives', () => {
+describe('the land script of script-reached targets against hostile archives', () => {
   let standIn: StandIn & { server: Server };
   let spyDir: string;
   let counter = 0;
@@ -210,42 +210,45 @@ describe('the training land script against hostile archives', () => {
     const url = standIn.serve(`/archive-${++counter}`, archive);
     const tarLog = path.join(work, `tar-${counter}.log`);
     const started = Date.now();
-    const outcome = await new ShellTarget(root, shell).run({
+    const outcome = await new ShellChannel(root, shell).run({
       purpose: 'land',
       script: LAND_SCRIPT,
       env: {
         PATH: `${pathPrefix}:${process.env.PATH}`,
         FERRY_TEST_TAR_LOG: tarLog,
-        FERRY_RUN_DIR: path.join(root, 'runs', 'r1'),
+        FERRY_ROOT: root,
+        FERRY_SESSION: 's1',
+        FERRY_DIR: 'data',
         FERRY_ARCHIVE_URL: url,
         FERRY_ARCHIVE_SHA256: sha256(archive),
-        FERRY_RELEASE: `rel${counter}`,
-        FERRY_BASE: '',
-        FERRY_FILES_TOTAL: '1',
+        FERRY_FILES: '1',
         ...env,
       },
       timeoutMs: 120_000,
     });
     const tarRuns = existsSync(tarLog) ? (await readFile(tarLog, 'utf8')).trim().split('\n') : [];
-    return { report: parseReport<Record<string, unknown>>(outcome.stdout) as Record<string, unknown> | undefined, stderr: outcome.stderr, exitCode: outcome.exitCode, ms: Date.now() - started, tarRuns };
+    const report = parseReport<Record<string, unknown>>(outcome.stdout) as Record<string, unknown> | undefined;
+    // Compared without the boot id every report carries.
+    const { bootId: _, ...withoutBoot } = report ?? {};
+    return { report: report && withoutBoot, stderr: outcome.stderr, exitCode: outcome.exitCode, ms: Date.now() - started, tarRuns };
   }
 
   const goodFiles: ArchiveEntry[] = [{ name: 'files/a.txt', body: 'good\n' }, ...emptyMeta(checksumLine({ path: 'a.txt', sha256: sha256('good\n') }))];
+  const landedFile = (root: string, name: string) => path.join(root, 'sessions', 's1', 'data', name);
 
-  /** A target with one good release current, and what its parent folder holds. */
-  async function targetWithGoodRelease(shell: string): Promise<{ outer: string; root: string; current: string; before: string[] }> {
+  /** A target holding one good landed file, and what its parent folder holds. */
+  async function targetWithGoodLanding(shell: string): Promise<{ outer: string; root: string; before: string[] }> {
     const outer = await mkdtemp(path.join(work, `target-${shell}-`));
     const root = path.join(outer, 'root');
     const good = await land(shell, root, await tarGz(goodFiles));
     assert.equal(good.report?.ok, true, good.stderr);
-    const current = await readlink(path.join(root, 'runs', 'r1', 'current'));
-    return { outer, root, current, before: listTree(outer) };
+    assert.ok(good.tarRuns.length > 0, 'the tar spy saw tar unpack the good archive, so "tar never ran" below can fail');
+    return { outer, root, before: listTree(outer) };
   }
 
-  async function assertNothingChanged(target: { outer: string; root: string; current: string; before: string[] }, label: string): Promise<void> {
+  async function assertNothingChanged(target: { outer: string; root: string; before: string[] }, label: string): Promise<void> {
     assert.deepEqual(listTree(target.outer), target.before, `${label}: nothing appeared, vanished or changed type under the target's parent`);
-    assert.equal(await readlink(path.join(target.root, 'runs', 'r1', 'current')), target.current, `${label}: current still the good release`);
-    assert.equal(await readFile(path.join(target.root, 'runs', 'r1', 'current', 'a.txt'), 'utf8'), 'good\n');
+    assert.equal(await readFile(landedFile(target.root, 'a.txt'), 'utf8'), 'good\n', `${label}: the landed file is untouched`);
   }
 
   const outerMarker = () => path.join(work, `escaped-${randomUUID()}`);
@@ -268,7 +271,7 @@ describe('the training land script against hostile archives', () => {
 
   for (const shell of ['bash', 'dash']) {
     it(`${shell}: refuses each crafted archive with a clear reason; nothing appears outside the root and nothing is promoted`, async (t: TestContext) => {
-      const target = await targetWithGoodRelease(shell);
+      const target = await targetWithGoodLanding(shell);
       const escapeTo = outerMarker();
       const figures: string[] = [];
       for (const [label, entries, reason] of crafted(escapeTo)) {
@@ -286,20 +289,19 @@ describe('the training land script against hostile archives', () => {
   }
 
   it('a gzip bomb (1 GiB of zeros in 1 MB) is refused at the byte cap before tar reads it', async (t: TestContext) => {
-    const target = await targetWithGoodRelease('dash');
+    const target = await targetWithGoodLanding('dash');
     const bomb = await gzipBomb(1 << 30);
     const cap = 16 << 20;
     const landing = await land('dash', target.root, bomb, { FERRY_ARCHIVE_MAX_BYTES: String(cap) });
     assert.deepEqual(landing.report, { ok: false, reason: 'unsafe' }, landing.stderr);
     assert.match(landing.stderr, new RegExp(`unpacks to more than its limit of ${cap} bytes`));
     assert.deepEqual(landing.tarRuns, [], 'tar never ran on the bomb');
-    assert.ok(landing.ms < 20_000, `refused in ${landing.ms} ms`);
     await assertNothingChanged(target, 'gzip bomb');
     t.diagnostic(`figures: bomb ${bomb.length} bytes compressed, ${1 << 30} unpacked; refused at a ${cap}-byte cap in ${landing.ms} ms with no tar run`);
   });
 
   it('without a limit, a bomb larger than the free space is refused as disk before anything is unpacked', async () => {
-    const target = await targetWithGoodRelease('bash');
+    const target = await targetWithGoodLanding('bash');
     // A df that reports 200,000 KiB free: the cap becomes that less the 64 MiB reserve.
     const fakeBin = path.join(work, 'fake-df');
     await mkdir(fakeBin, { recursive: true });
@@ -313,7 +315,7 @@ describe('the training land script against hostile archives', () => {
   });
 
   it('the cap is exact: an archive unpacking to exactly the limit lands, one byte less refuses it, a non-number is bad input', async () => {
-    const target = await targetWithGoodRelease('bash');
+    const target = await targetWithGoodLanding('bash');
     const files: ArchiveEntry[] = [{ name: 'files/b.txt', body: 'second\n' }, ...emptyMeta(checksumLine({ path: 'b.txt', sha256: sha256('second\n') }))];
     const unpacked = (await tarBytes(files)).length;
     const refused = await land('bash', target.root, await tarGz(files), { FERRY_ARCHIVE_MAX_BYTES: String(unpacked - 1) });
@@ -323,7 +325,7 @@ describe('the training land script against hostile archives', () => {
     assert.deepEqual(bad.report, { ok: false, reason: 'input' });
     const landed = await land('bash', target.root, await tarGz(files), { FERRY_ARCHIVE_MAX_BYTES: String(unpacked) });
     assert.equal(landed.report?.ok, true, landed.stderr);
-    assert.equal(await readFile(path.join(target.root, 'runs', 'r1', 'current', 'b.txt'), 'utf8'), 'second\n');
+    assert.equal(await readFile(landedFile(target.root, 'b.txt'), 'utf8'), 'second\n');
   });
 });
 
@@ -354,7 +356,7 @@ describe('the runtime agent against hostile requests', () => {
     return ((await response.json()) as AgentError).error;
   }
 
-  it(`refuses ////etc/x, NUL, long segments and a ${DEEP_LEVELS}-level path fast, fetching and writing nothing`, async (t: TestContext) => {
+  it(`refuses ////etc/x, NUL, long segments and a ${DEEP_LEVELS}-level path, fetching and writing nothing`, async (t: TestContext) => {
     const { agent, root, blobs } = await setup(t);
     const body = Buffer.from('x');
     const url = blobs.serve(`/ferry/${sha256(body)}`, body);
@@ -370,7 +372,7 @@ describe('the runtime agent against hostile requests', () => {
       ['/v1/land', { dir: 'data', files: [file(deep)] }],
       ['/v1/land', { dir: deepPath(), files: [file('x')] }],
       ['/v1/files', { dir: 'data', paths: [deep] }],
-      ['/v1/exec', { executionId: 'deep', command: ['touch', 'pwned'], cwd: deepPath(), timeoutSeconds: 5 }],
+      ['/v1/processes', { processId: 'deep', command: ['touch', 'pwned'], cwd: deepPath(), timeoutSeconds: 5 }],
     ] as const) {
       const started = Date.now();
       const error = await refusal(await post(agent, request[0], request[1]));
@@ -380,13 +382,12 @@ describe('the runtime agent against hostile requests', () => {
       assert.ok(error.message.length < 1_000, `a bounded message (${error.message.length} characters)`);
     }
     const rssGrowth = process.memoryUsage().rss - rssBefore;
-    assert.ok(Math.max(...timings) < 2_000, `answered in ${timings.join(', ')} ms`);
     assert.deepEqual(blobs.hits, [], 'no blob was fetched');
     assert.deepEqual(listTree(root), [], 'nothing was written under the root');
-    t.diagnostic(`figures: ${DEEP_LEVELS}-level path refused by land/land dir/files/exec in ${timings.join('/')} ms; RSS growth of this process (which hosts the agent) ${(rssGrowth / 1e6).toFixed(1)} MB`);
+    t.diagnostic(`figures: ${DEEP_LEVELS}-level path refused by land/land dir/files/processes in ${timings.join('/')} ms; RSS growth of this process (which hosts the agent) ${(rssGrowth / 1e6).toFixed(1)} MB`);
   });
 
-  it(`lists a folder holding a ${DEEP_LEVELS}-level tree fast and bounded, without descending past ${MAX_PATH_DEPTH} levels`, async (t: TestContext) => {
+  it(`lists a folder holding a ${DEEP_LEVELS}-level tree without descending past ${MAX_PATH_DEPTH} levels`, async (t: TestContext) => {
     const { agent, root } = await setup(t);
     await mkdir(path.join(root, 'data'), { recursive: true });
     await writeFile(path.join(root, 'data', 'shallow.txt'), 'shallow\n');
@@ -401,7 +402,6 @@ describe('the runtime agent against hostile requests', () => {
     const rssGrowth = process.memoryUsage().rss - rssBefore;
     assert.deepEqual(events.filter((e) => e.type === 'file').map((e) => e.type === 'file' && e.path), ['shallow.txt']);
     assert.equal(events.at(-1)?.type, 'result', JSON.stringify(events.at(-1)).slice(0, 300));
-    assert.ok(ms < 10_000, `listed in ${ms} ms`);
     t.diagnostic(`figures: listing a folder with a ${DEEP_LEVELS}-level tree took ${ms} ms, RSS growth of this process (which hosts the agent) ${(rssGrowth / 1e6).toFixed(1)} MB`);
   });
 
@@ -449,7 +449,7 @@ describe('the runtime agent against hostile requests', () => {
     assert.equal(last.type, 'error');
     assert.equal(last.error.type, 'BlobDownloadFailed');
     assert.deepEqual(trap.hits, [], 'the redirect target was never contacted');
-    assert.deepEqual(listTree(path.join(root, 'data')).filter((e) => e.endsWith(':f')), []);
+    assert.deepEqual(listTree(root).filter((e) => e.endsWith(':f')), [], 'no file was written under the root');
   });
 });
 
@@ -472,7 +472,7 @@ describe('source trees with links, devices and deep folders', () => {
 
     const { snapshotSource } = createLocalSourceActivities({ blobs: stack.blobs });
     const started = Date.now();
-    const snapshot = (await new MockActivityEnvironment().run(snapshotSource, { path: source })) as SnapshotSourceResult;
+    const snapshot = (await activityEnvironment().run(snapshotSource, { path: source })) as SnapshotSourceResult;
     const ms = Date.now() - started;
     const manifest = await stack.blobs.getManifest(snapshot.manifestDigest);
     assert.deepEqual(
@@ -489,11 +489,66 @@ describe('source trees with links, devices and deep folders', () => {
     assert.match(skipped['socket'] ?? '', /not a regular file/);
     if (device) assert.match(skipped['null-device'] ?? '', /not a regular file/);
     assert.match(skipped['sub-link'] ?? '', /symlink to a directory/);
-    assert.match(skipped['dangling'] ?? '', /dangling symlink/);
-    assert.ok(ms < 30_000, `a fifo did not block the snapshot (${ms} ms)`);
+    assert.deepEqual(snapshot.linksSkipped.first, [{ path: 'dangling', target: 'missing.txt', why: 'dangling' }]);
+    t.diagnostic(`figures: the snapshot beside a fifo, a socket${device ? ' and a device' : ''} took ${ms} ms`);
   });
 
-  it(`a ${DEEP_LEVELS}-level source tree is cut at ${MAX_PATH_DEPTH} levels, fast, and its shallow file is snapshotted`, async (t: TestContext) => {
+  it('a file swapped for a link to an outside file while the snapshot reads is never read through it: retryable FileChangedDuringRead', async (t: TestContext) => {
+    const stack = await getStack();
+    const source = path.join(work, 'swap-source');
+    const outside = path.join(work, 'swap-outside');
+    const secret = seededBytes(9 << 20, 41);
+    // Two large files are read first (two at a time), so the third is listed but not yet opened when the first heartbeat comes.
+    await writeTree(source, { 'a-first.bin': seededBytes(16 << 20, 42), 'a-second.bin': seededBytes(16 << 20, 43), 'z-target.bin': seededBytes(9 << 20, 44) });
+    await writeTree(outside, { 'secret.bin': secret });
+    const environment = activityEnvironment();
+    let swapped = false;
+    // The mock calls this inside the activity's heartbeat, after the folder was listed and before z-target.bin is opened.
+    environment.on('heartbeat', () => {
+      if (swapped) return;
+      swapped = true;
+      rmSync(path.join(source, 'z-target.bin'));
+      symlinkSync(path.join(outside, 'secret.bin'), path.join(source, 'z-target.bin'));
+    });
+    const { snapshotSource } = createLocalSourceActivities({ blobs: stack.blobs });
+    await assert.rejects(environment.run(snapshotSource, { path: source }) as Promise<SnapshotSourceResult>, (err: unknown) => {
+      assert.ok(err instanceof ApplicationFailure);
+      assert.equal(err.type, 'FileChangedDuringRead');
+      assert.equal(err.nonRetryable, false);
+      assert.match(err.message, /"z-target\.bin" was replaced by a symlink after the folder was listed/);
+      return true;
+    });
+    assert.ok(swapped);
+    // The retry lists the link and leaves it out (policy skip); the outside bytes are nowhere in the store.
+    const retried = (await activityEnvironment().run(snapshotSource, { path: source })) as SnapshotSourceResult;
+    assert.deepEqual(retried.linksSkipped.first.map((l) => l.path), ['z-target.bin']);
+    const entries = (await stack.blobs.getManifest(retried.manifestDigest)).files;
+    assert.deepEqual(entries.map((e) => e.path), ['a-first.bin', 'a-second.bin']);
+    assert.ok(!entries.some((e) => e.sha256 === sha256(secret)));
+    assert.equal((await stack.blobs.findStoredBlobs(chunksOf(secret).map((chunk) => sha256(chunk)))).size, 0, 'no chunk of the outside file is stored, in a pack or alone');
+    t.diagnostic('the swap came at the first heartbeat: the attempt failed before the link was opened');
+  });
+
+  it('the hashing thread opens nothing through a link swapped in after listing: not the file itself, nor a folder on its path', async () => {
+    const source = path.join(work, 'swap-small');
+    const outside = path.join(work, 'swap-small-outside');
+    await writeTree(source, { 'file.txt': 'listed\n', 'd/inner.txt': 'listed inner\n' });
+    await writeTree(outside, { 'secret.txt': 'outside\n', 'inner.txt': 'outside inner\n' });
+    const top = listDirectory({ dir: source });
+    const inner = listDirectory({ dir: path.join(source, 'd') });
+    const signatureOf = (listing: typeof top, name: string) => listing.signatures[listing.names.indexOf(name)];
+    // After listing: the file becomes a link to an outside file, and its sibling folder a link to an outside folder with a same-name file.
+    rmSync(path.join(source, 'file.txt'));
+    symlinkSync(path.join(outside, 'secret.txt'), path.join(source, 'file.txt'));
+    rmSync(path.join(source, 'd'), { recursive: true });
+    symlinkSync(outside, path.join(source, 'd'));
+    const hashed = hashFiles({ paths: [path.join(source, 'file.txt'), path.join(source, 'd', 'inner.txt')], signatures: [signatureOf(top, 'file.txt'), signatureOf(inner, 'inner.txt')] });
+    assert.deepEqual([...hashed.outcomes], [ReadOutcome.Replaced, ReadOutcome.Replaced]);
+    assert.deepEqual(hashed.details, ['was replaced by a symlink', 'was replaced by another file']);
+    assert.ok(hashed.digests.every((byte) => byte === 0), 'no digest of anything was made');
+  });
+
+  it(`a ${DEEP_LEVELS}-level source tree is cut at ${MAX_PATH_DEPTH} levels, and its shallow file is snapshotted`, async (t: TestContext) => {
     const stack = await getStack();
     const source = path.join(work, 'deep-source');
     await writeTree(source, { 'top.txt': 'top\n' });
@@ -501,14 +556,13 @@ describe('source trees with links, devices and deep folders', () => {
     const { snapshotSource } = createLocalSourceActivities({ blobs: stack.blobs });
     const rssBefore = process.memoryUsage().rss;
     const started = Date.now();
-    const snapshot = (await new MockActivityEnvironment().run(snapshotSource, { path: source })) as SnapshotSourceResult;
+    const snapshot = (await activityEnvironment().run(snapshotSource, { path: source })) as SnapshotSourceResult;
     const ms = Date.now() - started;
     const rssGrowth = process.memoryUsage().rss - rssBefore;
     assert.equal(snapshot.filesTotal, 1);
     assert.equal(snapshot.skippedTotal, 1);
     assert.match(snapshot.skipped[0].reason, new RegExp(`deeper than ${MAX_PATH_DEPTH} levels`));
     assert.equal(snapshot.skipped[0].path.split('/').length, MAX_PATH_DEPTH + 1, 'the walk stopped one level past the limit');
-    assert.ok(ms < 30_000, `${ms} ms`);
     t.diagnostic(`figures: snapshot of a ${DEEP_LEVELS}-level tree took ${ms} ms, RSS growth ${(rssGrowth / 1e6).toFixed(1)} MB`);
   });
 });
@@ -552,11 +606,11 @@ describe('syncWorkflow to the local agent with hostile trees', () => {
 
   it(`a stored manifest with ////etc/x, backslashes or a ${DEEP_LEVELS}-level path is refused before the agent sees it, with a bounded message`, async () => {
     const stack = await getStack();
-    const activities = createTargetActivities({ blobs: stack.blobs, localAgent: { url: stack.agent.url, token: stack.agentToken } });
+    const activities = createSessionActivities({ blobs: stack.blobs, targets: activityDepsFromConfig(stack.config).targets });
     for (const hostile of ['////etc/x', '..\\..\\x', `${deepPath()}/x`]) {
       const ref = await stack.blobs.putManifest(createManifest([{ path: hostile, size: 1, mode: 0o644, sha256: sha256('x') }]));
       await assert.rejects(
-        new MockActivityEnvironment().run(activities.landManifest, { sessionId: 'stored-hostile', target: { kind: 'local' as const }, dest: 'data', manifestDigest: ref.manifestDigest }),
+        activityEnvironment().run(activities.landManifest, { sessionId: 'stored-hostile', target: { kind: 'local' }, dest: 'data', manifestDigest: ref.manifestDigest }),
         (err: unknown) => {
           assert.ok(err instanceof ApplicationFailure, String(err));
           assert.equal(err.type, 'UnsafePath');
@@ -567,7 +621,7 @@ describe('syncWorkflow to the local agent with hostile trees', () => {
         },
       );
     }
-    assert.ok(!existsSync(path.join(stack.agentRoot, sessionRoot('stored-hostile'))), 'the agent was never asked');
+    assert.ok(!listTree(stack.agentRoot, 2).some((entry) => entry.startsWith(`${sessionRoot('stored-hostile')}:`)), 'the agent was never asked');
   });
 
   it('a folder replaced by a symlink to outside between syncs is refused with UnsafePath; the outside is untouched', async () => {
@@ -593,7 +647,7 @@ describe('syncWorkflow to the local agent with hostile trees', () => {
     assert.ok((await lstat(landedDir)).isSymbolicLink());
   });
 
-  it('100,000 empty files over 100 folders sync and verify within minutes', { timeout: 900_000 }, async (t: TestContext) => {
+  it('100,000 empty files over 100 folders sync and verify', { timeout: 900_000 }, async (t: TestContext) => {
     const stack = await getStack();
     const source = path.join(work, 'many-empty');
     const writeStarted = Date.now();
@@ -613,8 +667,6 @@ describe('syncWorkflow to the local agent with hostile trees', () => {
     assert.ok(result.blobsUploaded <= 1, 'one empty blob at most');
     const landed = path.join(stack.agentRoot, sessionRoot('many-empty'), 'data');
     assert.equal((await readdir(path.join(landed, 'f099'))).length, 1_000);
-    // Generous: on this 2-core machine shared with other stacks it took about 4 minutes (see the figures line).
-    assert.ok(ms < 420_000, `took ${ms} ms`);
     const steps = Object.entries(result.durationsMs).map(([step, stepMs]) => `${step} ${(stepMs / 1000).toFixed(1)} s`).join(', ');
     t.diagnostic(`figures: writing the tree ${(writeMs / 1000).toFixed(1)} s; syncWorkflow of 100,000 empty files ${(ms / 1000).toFixed(1)} s (${steps})`);
     await rm(source, { recursive: true, force: true });
@@ -654,11 +706,11 @@ describe('workflow inputs of the wrong shape from the temporal CLI', () => {
   const cases: { workflowType: string; label: string; input?: string; problem: RegExp }[] = [
     { workflowType: 'syncWorkflow', label: 'no input at all', problem: /invalid sync input: input must be a JSON object/ },
     { workflowType: 'syncWorkflow', label: 'a string', input: '"sync this"', problem: /input must be a JSON object/ },
-    { workflowType: 'syncWorkflow', label: 'hostile dest and target', input: '{"sessionId":"ok","source":{"path":"/tmp"},"dest":"../../etc","target":{"kind":"ecs"}}', problem: /dest "\.\.\/\.\.\/etc": contains "\.\."; target .*only \{"kind":"local"\} is supported/ },
+    { workflowType: 'syncWorkflow', label: 'hostile dest and target', input: '{"sessionId":"ok","source":{"path":"/tmp"},"dest":"../../etc","target":{"kind":"../ecs"}}', problem: /dest "\.\.\/\.\.\/etc": contains "\.\."; target\.kind "\.\.\/ecs" must be a target kind/ },
     { workflowType: 'pipelineWorkflow', label: 'null', input: 'null', problem: /invalid pipeline input: input must be a JSON object/ },
     { workflowType: 'pipelineWorkflow', label: 'fields of the wrong types', input: '{"sessionId":"../x","inputs":"data","stages":[],"stageIdleTimeout":5,"maxHistoryEvents":"many"}', problem: /sessionId "\.\.\/x" must be .*; inputs must be an array; stages must be a non-empty array of names; stageIdleTimeout 5 must be a duration.*; maxHistoryEvents must be a whole number/ },
     { workflowType: 'trainingWorkflow', label: 'a number', input: '42', problem: /invalid training input: input must be a JSON object/ },
-    { workflowType: 'trainingWorkflow', label: 'fields of the wrong types', input: '{"project":"here","target":{"kind":"shell","root":"relative/dir"},"command":"python train.py","env":{"FERRY_TOKEN":"x","A":1}}', problem: /project\.path must be a non-empty string.*; target\.root must be an absolute path; command must be a non-empty list of strings.*; env name FERRY_TOKEN: FERRY_\* is reserved; env A must be a string/ },
+    { workflowType: 'trainingWorkflow', label: 'fields of the wrong types', input: '{"project":"here","target":"shell:/srv","command":"python train.py","env":{"FERRY_TOKEN":"x","A":1}}', problem: /project\.path must be a non-empty string.*; target must be an object like \{"kind":"local"\}.*; command must be a non-empty list of strings.*; env name FERRY_TOKEN: FERRY_\* is reserved; env A must be a string/ },
   ];
 
   it('each fails at once with InvalidInput naming the problem: no stack trace, no failed workflow task', { timeout: 300_000 }, async () => {
@@ -688,9 +740,45 @@ describe('workflow inputs of the wrong shape from the temporal CLI', () => {
   });
 });
 
+describe('targets a driver refuses, from the temporal CLI', () => {
+  const cases: { workflowType: string; label: string; input: string; problem: RegExp }[] = [
+    { workflowType: 'syncWorkflow', label: 'a shell target with a relative root', input: '{"sessionId":"ok","source":{"path":"/tmp"},"target":{"kind":"shell","root":"relative/dir"}}', problem: /invalid shell target: shell target root "relative\/dir" must be an absolute path/ },
+    { workflowType: 'pipelineWorkflow', label: 'an unknown kind', input: '{"sessionId":"ok","target":{"kind":"k8s"}}', problem: /unknown target kind "k8s"; known kinds: local, .*ssm.*ecs/ },
+    { workflowType: 'trainingWorkflow', label: 'an ssm target with a bad instance id and root', input: '{"project":{"path":"/tmp"},"target":{"kind":"ssm","instanceId":"web-1","root":"/"},"command":["true"]}', problem: /instanceId "web-1" is not an instance id.*; ssm target root "\/" must not be \// },
+    { workflowType: 'syncWorkflow', label: 'a kind whose sessions end with the workflow', input: '{"sessionId":"ok","source":{"path":"/tmp"},"target":{"kind":"ecs"}}', problem: /a sync cannot target kind ecs/ },
+  ];
+
+  it('each fails at provisionSession, the first step, with InvalidInput naming the kind and the problem; nothing else runs', { timeout: 300_000 }, async () => {
+    const stack = await getStack();
+    const temporalCli = resolveTool('temporal', repoRoot());
+    for (const { workflowType, label, input, problem } of cases) {
+      const workflowId = `refused-target-${randomUUID()}`;
+      await execFileAsync(temporalCli, [
+        'workflow', 'start', '--address', stack.config.temporal.address, '--task-queue', stack.config.temporal.taskQueue,
+        '--type', workflowType, '--workflow-id', workflowId, '--input', input,
+      ]);
+      const handle = stack.client.workflow.getHandle(workflowId);
+      await assert.rejects(handle.result(), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure, `${workflowType} ${label}`);
+        assert.equal(err.cause.type, 'InvalidInput', `${workflowType} ${label}`);
+        assert.match(err.cause.message, /^provisionSession failed: /, `${workflowType} ${label}`);
+        assert.match(err.cause.message, problem, `${workflowType} ${label}`);
+        return true;
+      });
+      const { events } = await handle.fetchHistory();
+      const scheduled = (events ?? []).flatMap((e) => (e.activityTaskScheduledEventAttributes ? [e.activityTaskScheduledEventAttributes.activityType?.name] : []));
+      assert.equal(scheduled[0], 'provisionSession', `${workflowType} ${label}: refused at the first step`);
+      assert.ok(!scheduled.includes('snapshotSource') && !scheduled.includes('landManifest'), `${workflowType} ${label}: nothing was snapshotted or landed (${scheduled.join(', ')})`);
+    }
+  });
+});
+
 describe('workflow arguments only the workflow itself should pass', () => {
-  /** Starts `workflowType` from the CLI with `inputs`; what happened within `waitMs`, then the run is terminated. */
-  async function outcomeWithin(stack: TestStack, workflowType: string, inputs: string[], waitMs: number) {
+  /**
+   * Starts `workflowType` from the CLI with `inputs` and waits for the first of: the run closing, or a workflow task
+   * failing (which the SDK would retry forever); then terminates the run if it still runs.
+   */
+  async function outcomeOf(stack: TestStack, workflowType: string, inputs: string[]) {
     const workflowId = `internal-arg-${randomUUID()}`;
     await execFileAsync(resolveTool('temporal', repoRoot()), [
       'workflow', 'start', '--address', stack.config.temporal.address, '--task-queue', stack.config.temporal.taskQueue,
@@ -698,12 +786,11 @@ describe('workflow arguments only the workflow itself should pass', () => {
     ]);
     const handle = stack.client.workflow.getHandle(workflowId);
     const settled = handle.result().then(() => undefined, (err: unknown) => err);
-    const outcome = await Promise.race([settled, sleep(waitMs).then(() => 'still running' as const)]);
-    const { events } = await handle.fetchHistory();
-    const taskFailed = (events ?? []).some((e) => e.eventType === temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED);
+    const aTaskFailed = async () => ((await handle.fetchHistory()).events ?? []).some((e) => e.eventType === temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED);
+    await waitFor('the run to close or a workflow task to fail', async () => ((await handle.describe()).status.name !== 'RUNNING' || (await aTaskFailed()) ? true : undefined), 120_000);
+    const taskFailed = await aTaskFailed();
     await handle.terminate('test done').catch(() => undefined);
-    await settled;
-    return { outcome, taskFailed };
+    return { outcome: await settled, taskFailed };
   }
 
   const invalidInput = (outcome: unknown) => outcome instanceof WorkflowFailedError && outcome.cause instanceof ApplicationFailure && outcome.cause.type === 'InvalidInput';
@@ -712,7 +799,7 @@ describe('workflow arguments only the workflow itself should pass', () => {
     const stack = await getStack();
     // {"state":5} threw a TypeError on every workflow task; "carry" silently dropped the inputs.
     for (const [carried, problem] of [['{"state":5}', /state must be an object/], ['"carry"', /must be a JSON object .*got a string/]] as const) {
-      const { outcome, taskFailed } = await outcomeWithin(stack, 'pipelineWorkflow', ['{"sessionId":"carried","stages":["coder"],"stageIdleTimeout":"30s"}', carried], 15_000);
+      const { outcome, taskFailed } = await outcomeOf(stack, 'pipelineWorkflow', ['{"sessionId":"carried","stages":["coder"],"stageIdleTimeout":"30s"}', carried]);
       assert.equal(taskFailed, false, `${carried}: no workflow task failed with a TypeError`);
       assert.ok(invalidInput(outcome), `${carried}: outcome: ${String(outcome)}`);
       const { message } = (outcome as WorkflowFailedError).cause!;
@@ -727,7 +814,7 @@ describe('workflow arguments only the workflow itself should pass', () => {
     const project = path.join(work, 'resume-project');
     await writeTree(project, { 'train.py': 'print(1)\n' });
     const input = JSON.stringify({ project: { path: project }, target: { kind: 'shell', root: path.join(work, 'resume-target') }, command: ['true'], resume: 'garbage' });
-    const { outcome, taskFailed } = await outcomeWithin(stack, 'trainingWorkflow', [input], 15_000);
+    const { outcome, taskFailed } = await outcomeOf(stack, 'trainingWorkflow', [input]);
     assert.equal(taskFailed, false, 'no workflow task failed');
     assert.ok(invalidInput(outcome), `outcome: ${String(outcome)}`);
     const { message } = (outcome as WorkflowFailedError).cause!;
@@ -781,8 +868,12 @@ describe('presigned URLs from the blob store, against the real SeaweedFS', () =>
     const fresh = await fetch(brief);
     assert.equal(fresh.status, 200);
     await fresh.body?.cancel();
-    await sleep(2_500);
-    const expired = await fetch(brief);
+    const expired = await waitFor('the 1 s URL to be refused once expired', async () => {
+      const answer = await fetch(brief);
+      if (answer.status !== 200) return answer;
+      await answer.body?.cancel();
+      return undefined;
+    }, 30_000, 250);
     assert.equal(expired.status, 403, 'an expired URL is refused');
     const expiredText = await expired.text();
     assert.match(expiredText, /expired|AccessDenied/i);

@@ -17,17 +17,17 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
-import { summarizeHistory } from '../../client/history';
 import { PipelineClient } from '../../client/pipelineClient';
 import { writeDemoInput } from '../../client/sampleData';
-import { repoRoot } from '../../client/services';
+import { repoRoot } from '../../client/tools';
 import type { ExecuteResult } from '../../core/pipeline';
 import { shellQuote } from '../../core/shellScripts';
 import { sessionRoot, type SyncResult } from '../../core/sync';
-import { buildTimeline, type TimelineStep } from '../../core/timeline';
+import type { Step } from '../../core/history/steps';
 import type { TrainingInput, TrainingResult } from '../../core/training';
 import { isLandTempName } from '../../runtime/land';
 import { seededBytes, treeHashes, waitFor, writeTree } from '../support/fixtures';
+import { stepsFromHistory } from '../support/steps';
 import { startTestStack, type TestStack } from '../support/testStack';
 
 const EventType = temporal.api.enums.v1.EventType;
@@ -50,8 +50,8 @@ async function historyEvents(workflowId: string) {
   return (await stack.client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
 }
 
-async function timelineSteps(workflowId: string): Promise<TimelineStep[]> {
-  return buildTimeline(summarizeHistory(await historyEvents(workflowId)), 1e9).steps;
+async function timelineSteps(workflowId: string): Promise<Step[]> {
+  return stepsFromHistory(workflowId, await historyEvents(workflowId));
 }
 
 /** Results of every completed activity of one type, in order. */
@@ -84,7 +84,7 @@ describe('process failures against the real stack', () => {
     const sessionId = 'temporal-down';
     const { workflowId, runId } = await pipelines.start({ sessionId, inputs: [{ path: input }], stages: ['coder'], stageIdleTimeout: '5m' });
     // Every execution appends one line to a file in the session: the lines count the runs.
-    const ledger = path.join(stack.config.sessions.localDir, sessionId, 'root', 'ledger.txt');
+    const ledger = path.join(stack.agentRoot, sessionRoot(sessionId), 'ledger.txt');
     const first = await pipelines.execute(workflowId, { language: 'bash', code: 'echo e1 >> ledger.txt' }, { requestId: 'first' });
     assert.equal(first.exitCode, 0);
 
@@ -126,7 +126,7 @@ describe('process failures against the real stack', () => {
 
     assert.equal(result.executionsTotal, 2);
     assert.deepEqual(result.stages.map((s) => [s.name, s.status, s.executions]), [['coder', 'finished', 2]]);
-    assert.deepEqual([first.executionId, second.executionId], ['e1-coder', 'e2-coder']);
+    assert.deepEqual([first.executionId, second.executionId].map((id) => id.replace(/-[0-9a-f-]{36}$/, '')), ['e1-coder', 'e2-coder']);
 
     const runs = await waitFor('visibility to show the run completed', async () => {
       const listed = [];
@@ -215,8 +215,13 @@ describe('process failures against the real stack', () => {
       const observationsBeforeKill = watch.observations;
       assert.equal(killedAt.bigLanded, false, 'killed before weights.bin was complete');
       const killMs = Date.now();
-      // Down for a moment, so the landing activity sees the agent gone, not just a broken stream.
-      await sleep(2_000);
+      // Down until the landing activity has failed an attempt against the dead agent (not just seen a broken stream) and the
+      // watcher has looked at the folder meanwhile.
+      await waitFor('landManifest to fail an attempt while the agent is down', async () => {
+        const pending = (await handle.describe()).raw.pendingActivities ?? [];
+        const land = pending.find((activity) => activity.activityType?.name === 'landManifest');
+        return land && (land.attempt ?? 0) >= 2 && watch.observations - observationsBeforeKill >= 10 ? true : undefined;
+      }, 120_000, 50);
       const restarted = await control.restart();
       const downMs = Date.now() - killMs;
       assert.notEqual(restarted.bootId, bootBefore, 'the restarted agent has a new boot id');
@@ -238,8 +243,8 @@ describe('process failures against the real stack', () => {
       assert.deepEqual(Object.keys(finalTree).sort(), Object.keys(expected).sort(), "exactly the manifest: the new agent removed the killed one's temp file");
 
       const steps = await timelineSteps(workflowId);
-      assert.deepEqual(steps.map((s) => s.name), ['snapshotSource', 'uploadBlobs', 'landManifest', 'verifyLanding']);
-      const land = steps[2]!;
+      assert.deepEqual(steps.map((s) => s.name), ['provisionSession', 'snapshotSource', 'uploadBlobs', 'landManifest', 'verifyLanding']);
+      const land = steps[3]!;
       assert.ok(land.attempts >= 2, `landManifest landed again (attempts ${land.attempts})`);
       assert.equal(land.lastRetryFailure?.type, 'TargetUnavailable');
       const [landResult] = await activityResults<{ bootId: string; filesLanded: number; bytesLanded: number; filesAlreadyPresent: number }>(workflowId, 'landManifest');
@@ -294,7 +299,7 @@ describe('process failures against the real stack', () => {
       handle = await stack.client.workflow.start('trainingWorkflow', { taskQueue, workflowId: `train-held-start-${randomUUID()}`, args: [training] });
       const first = startWorkerProcess(fakeBin);
       await waitFor('the start script to finish with the activity held open', async () => (existsSync(startHeld) ? true : undefined), 120_000);
-      const pidOnTarget = Number((await readFile(path.join(root, 'runs', runId, 'proc', 'start-1', 'pid'), 'utf8')).trim());
+      const pidOnTarget = Number((await readFile(path.join(root, 'state', runId, 'proc', 'start-1', 'pid'), 'utf8')).trim());
       assert.ok(pidOnTarget > 0, 'the target recorded the wrapper pid');
       const trainerPids = await waitFor('the trainer to record its pid', async () => ((await linesOf(pids)).length > 0 ? linesOf(pids) : undefined));
       const pending = (await handle.describe()).raw.pendingActivities ?? [];
@@ -326,7 +331,7 @@ describe('process failures against the real stack', () => {
       assert.equal(start.attempts, 2);
       assert.equal(start.lastRetryFailure?.timeoutType, 'HEARTBEAT', 'the server gave up on the killed worker by its heartbeat timeout');
       assert.equal(steps.filter((s) => s.name === 'startProcess').length, 1);
-      assert.deepEqual(steps.slice(0, 6).map((s) => s.name), ['snapshotSource', 'uploadBlobs', 'landArchive', 'verifyInstanceLanding', 'startProcess', 'confirmProcess']);
+      assert.deepEqual(steps.slice(0, 7).map((s) => s.name), ['provisionSession', 'snapshotSource', 'uploadBlobs', 'landManifest', 'verifyLanding', 'startProcess', 'confirmProcess']);
       t.diagnostic(`figures: trainer pid ${trainerPids[0]} (wrapper ${pidOnTarget}); startProcess ${start.attempts} attempts, the retry completed ${retriedAfterMs} ms after the kill (${start.lastRetryFailure?.timeoutType} timeout); exit ${result.exitCode}; ${result.probes} probes`);
     } finally {
       await stopHeldStart(holdPidFile);

@@ -1,16 +1,16 @@
 /**
- * The ECS session driver end to end at the API level: ECS is moto's server
- * (real HTTP, real SDK calls; tasks held in their state by moto's manual
+ * The `ecs` target end to end at the API level: ECS is moto's server (real
+ * HTTP, real SDK calls; tasks held in their state by moto's manual
  * transitions), and the "container" is a real runtime agent started from
  * exactly the environment the driver put into the task's container
  * overrides, reached through the endpoint the driver resolved from the
- * task's ENI. A real syncWorkflow then lands and verifies files in that
- * session (real Temporal dev server and SeaweedFS), and release stops the
- * task.
+ * task's ENI. A real pipeline and a real training run then land, verify,
+ * execute and collect in such sessions (real Temporal dev server and
+ * SeaweedFS), and release stops the task; a sync to ecs is refused.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -23,13 +23,17 @@ import {
   type RegisterTaskDefinitionCommandInput,
   type Task,
 } from '@aws-sdk/client-ecs';
-import { createEcsSessionDriver, type EcsSessionDriverDeps } from '../../activities/ecsSessions';
-import { sessionToken, type ProvisionedSession } from '../../activities/sessionDriver';
-import { freePort, repoRoot, resolveTool, startMotoServer, type StartedServer } from '../../client/services';
-import type { SessionHandle } from '../../core/session';
-import { sessionRoot, type SyncResult } from '../../core/sync';
+import type { ProvisionRequest } from '../../activities/targets/driver';
+import { createEcsBackend, sessionToken, type EcsBackendDeps, type EcsTargetOptions } from '../../activities/targets/ecs';
+import { followLogs } from '../../client/training';
+import { freePort } from '../../client/ports';
+import { repoRoot, resolveTool } from '../../client/tools';
+import { startMotoServer } from '../support/motoServer';
+import { type StartedServer } from '../../client/managedProcess';
+import type { SyncInput } from '../../core/sync';
+import type { TrainingInput, TrainingResult } from '../../core/training';
 import { startAgent, type RunningAgent } from '../../runtime/agent';
-import { treeHashes, writeSampleProject } from '../support/fixtures';
+import { writeSampleProject, writeTree } from '../support/fixtures';
 import { PipelineClient } from '../../client/pipelineClient';
 import { deployTemplate } from '../support/deployTemplates';
 import { startTestStack, type TestStack } from '../support/testStack';
@@ -104,7 +108,7 @@ async function describe1(taskArn: string): Promise<Task> {
  */
 async function bootTaskAgentWhenStarted(
   sessionId: string,
-): Promise<{ agentUrlFor: EcsSessionDriverDeps['agentUrlFor']; booted: Promise<{ env: Record<string, string>; agent: RunningAgent; root: string }> }> {
+): Promise<{ agentUrlFor: EcsBackendDeps['agentUrlFor']; booted: Promise<{ env: Record<string, string>; agent: RunningAgent; root: string }> }> {
   const port = await freePort();
   const booted = (async () => {
     for (;;) {
@@ -131,20 +135,36 @@ async function bootTaskAgentWhenStarted(
   return { agentUrlFor: () => `http://127.0.0.1:${port}`, booted };
 }
 
-describe('ecs session driver against moto', () => {
-  it('RunTask → RUNNING → agent health; a retried provision reuses the task; a sync lands and verifies there; StopTask → STOPPED', async () => {
+const settings = (taskDefinition = 'ferry-agent') => ({
+  cluster,
+  taskDefinition,
+  containerName: 'ferry-agent',
+  subnets: [network.subnet],
+  securityGroups: [network.securityGroup],
+  assignPublicIp: false,
+  agentPort: 8390,
+});
+
+function backend(agentUrlFor?: EcsBackendDeps['agentUrlFor'], taskDefinition?: string) {
+  return createEcsBackend({ ecs, settings: settings(taskDefinition), sessionSecret: secret, blobs: stack.blobs, agentUrlFor, timing: { pollInitialMs: 50, pollMaxMs: 200, healthTimeoutMs: 20_000 } });
+}
+
+const provisionRequest = (sessionId: string, heartbeat: ProvisionRequest['heartbeat'] = () => undefined): ProvisionRequest<EcsTargetOptions> => ({
+  sessionId,
+  target: { kind: 'ecs' },
+  purpose: 'pipeline',
+  heartbeat,
+  signal: new AbortController().signal,
+});
+
+describe('ecs target against moto', () => {
+  it('RunTask → RUNNING → agent health; a retried provision reuses the task; StopTask → STOPPED, and again "already gone"', async () => {
     const sessionId = 'ecs-it-1';
     const token = sessionToken(secret, sessionId);
     const boot = await bootTaskAgentWhenStarted(sessionId);
-    const driver = createEcsSessionDriver({
-      ecs,
-      settings: { cluster, taskDefinition: 'ferry-agent', containerName: 'ferry-agent', subnets: [network.subnet], securityGroups: [network.securityGroup], assignPublicIp: false, agentPort: 8390 },
-      blobs: stack.blobs,
-      agentUrlFor: boot.agentUrlFor,
-      timing: { pollInitialMs: 50, pollMaxMs: 200, healthTimeoutMs: 20_000 },
-    });
+    const ecsTarget = backend(boot.agentUrlFor);
     const heartbeats: Record<string, unknown>[] = [];
-    const provisioned: ProvisionedSession = await driver.provision({ sessionId, token, heartbeat: (d) => heartbeats.push(d) });
+    const provisioned = await ecsTarget.provision(provisionRequest(sessionId, (d) => heartbeats.push(d)));
     const { env, agent, root } = await boot.booted;
 
     // The task as ECS holds it: FARGATE, tagged, with the agent's settings as container overrides.
@@ -160,39 +180,27 @@ describe('ecs session driver against moto', () => {
     const eniIp = task.attachments?.[0].details?.find((d) => d.name === 'privateIPv4Address')?.value;
     assert.ok(eniIp && provisioned.details.privateIp === eniIp, `private IP from the ENI attachment: ${eniIp}`);
     assert.equal(provisioned.agentUrl, `http://127.0.0.1:${agent.port}`);
+    assert.equal(provisioned.bootId, agent.bootId);
+    assert.equal(provisioned.root, root);
+    assert.deepEqual(await readdir(root).then((names) => names.sort()), ['artifacts', 'data', 'work'], "the pipeline's folders, created through the agent");
     assert.ok(heartbeats.some((h) => h.phase === 'waiting for agent'), 'heartbeats while the agent boots');
-    assert.ok(!JSON.stringify(provisioned).includes(token), 'the token is not in what provision returns');
+    assert.ok(!JSON.stringify(provisioned).includes(token), 'the token is not in the session handle');
 
     // A retried provision (same session) finds the running task instead of starting a second.
-    const again = await driver.provision({ sessionId, token, heartbeat: () => undefined });
+    const again = await ecsTarget.provision(provisionRequest(sessionId));
     assert.equal(again.details.taskArn, provisioned.details.taskArn);
     assert.equal(again.details.reused, 'true');
     const { taskArns } = await ecs.send(new ListTasksCommand({ cluster, startedBy: `ferry-${sessionId}` }));
     assert.equal(taskArns?.length, 1);
 
-    // A real syncWorkflow lands and verifies files through the endpoint the driver resolved.
-    const source = path.join(work, 'source');
-    const { synced } = await writeSampleProject(source);
-    const taskQueue = 'ferry-ecs-session';
-    await stack.startWorker({ taskQueue, localAgent: { url: provisioned.agentUrl, token } });
-    const handle = await stack.client.workflow.start('syncWorkflow', {
-      taskQueue,
-      workflowId: `sync-${sessionId}`,
-      args: [{ sessionId, source: { path: source } }],
-    });
-    const result = (await handle.result()) as SyncResult;
-    assert.equal(result.verified, true);
-    const landed = await treeHashes(path.join(root, sessionRoot(sessionId), 'data'));
-    assert.deepEqual(Object.keys(landed).sort(), [...synced].sort());
-
     // Release: StopTask, then STOPPED; a second release finds it gone.
-    const handleForRelease: SessionHandle = { sessionId, target: { kind: 'ecs' }, bootId: agent.bootId, ...provisioned };
-    const released = await driver.release(handleForRelease);
+    const release = () => ecsTarget.release(provisioned, { removeFiles: true, signal: new AbortController().signal });
+    const released = await release();
     assert.equal(released.released, true, released.detail);
     const stopped = await describe1(provisioned.details.taskArn);
     assert.equal(stopped.lastStatus, 'STOPPED');
     assert.match(stopped.stoppedReason ?? '', /ferry: session ecs-it-1 released/);
-    const twice = await driver.release(handleForRelease);
+    const twice = await release();
     assert.equal(twice.released, false);
     assert.match(twice.detail, /already gone/);
   });
@@ -200,15 +208,8 @@ describe('ecs session driver against moto', () => {
   it('runs a pipeline whose session is an ECS task: provision through the API, then land, verify, execute and release through the agent protocol', async () => {
     const sessionId = 'ecs-pipe';
     const boot = await bootTaskAgentWhenStarted(sessionId);
-    const driver = createEcsSessionDriver({
-      ecs,
-      settings: { cluster, taskDefinition: 'ferry-agent', containerName: 'ferry-agent', subnets: [network.subnet], securityGroups: [network.securityGroup], assignPublicIp: false, agentPort: 8390 },
-      blobs: stack.blobs,
-      agentUrlFor: boot.agentUrlFor,
-      timing: { pollInitialMs: 50, pollMaxMs: 200, healthTimeoutMs: 20_000 },
-    });
     const taskQueue = 'ferry-ecs-pipeline';
-    await stack.startWorker({ taskQueue, sessions: { secret: stack.config.sessions.secret, drivers: { ecs: driver } } });
+    await stack.startWorker({ taskQueue, targets: new Map([['ecs', backend(boot.agentUrlFor)]]) });
     const source = path.join(work, 'pipeline-source');
     await writeSampleProject(source);
     const pipelines = new PipelineClient(stack.client, taskQueue);
@@ -221,21 +222,52 @@ describe('ecs session driver against moto', () => {
     assert.equal(state.session?.root, root, 'the session root is the one the task agent reports');
     assert.equal(state.session?.target.kind, 'ecs');
     assert.match(state.session?.details.taskArn ?? '', /^arn:aws:ecs:/);
-    assert.ok(!JSON.stringify(state).includes(sessionToken(stack.config.sessions.secret!, sessionId)), 'no token in workflow state');
+    assert.ok(!JSON.stringify(state).includes(sessionToken(secret, sessionId)), 'no token in workflow state');
     await pipelines.finishStage(workflowId);
     const result = await pipelines.result(workflowId);
     assert.equal(result.stages[0].executions, 1);
     assert.equal((await describe1(state.session!.details.taskArn)).lastStatus, 'STOPPED', 'releaseSession stopped the task');
   });
 
-  it('fails clearly when the task definition is not registered', async () => {
-    const driver = createEcsSessionDriver({
-      ecs,
-      settings: { cluster, taskDefinition: 'no-such-family:7', containerName: 'ferry-agent', subnets: [network.subnet], securityGroups: [], assignPublicIp: true, agentPort: 8390 },
-      blobs: stack.blobs,
-      timing: { pollInitialMs: 50, pollMaxMs: 200 },
+  it('runs a training run in an ECS task: the project lands and is verified there, the command is started, confirmed and followed, its outputs collected, the task stopped', async () => {
+    const runId = 'ecs-train';
+    const boot = await bootTaskAgentWhenStarted(runId);
+    const taskQueue = 'ferry-ecs-training';
+    await stack.startWorker({ taskQueue, targets: new Map([['ecs', backend(boot.agentUrlFor)]]) });
+    const project = path.join(work, 'training-project');
+    await writeTree(project, { 'train.sh': 'for e in 1 2 3; do echo "epoch $e"; sleep 0.2; done\necho done > "$FERRY_OUTPUT_DIR/model.txt"\n' });
+    const input: TrainingInput = { runId, project: { path: project }, target: { kind: 'ecs' }, command: ['sh', 'train.sh'], startupGraceSeconds: 0.5, pollSeconds: 1 };
+    const handle = await stack.client.workflow.start('trainingWorkflow', { taskQueue, workflowId: `train-${runId}`, args: [input] });
+    const log: Buffer[] = [];
+    await followLogs(stack.client, stack.blobs, handle.workflowId, true, (bytes) => log.push(bytes));
+    const result = (await handle.result()) as TrainingResult;
+    assert.equal(result.exitCode, 0);
+    assert.equal(Buffer.concat(log).toString(), 'epoch 1\nepoch 2\nepoch 3\n');
+    assert.equal(result.session.target.kind, 'ecs');
+    assert.deepEqual(result.outputs?.files.map((f) => f.path), ['model.txt']);
+    assert.equal((await stack.blobs.getBlob(result.outputs!.files[0].sha256)).toString(), 'done\n');
+    const { root } = await boot.booted;
+    assert.equal(await readFile(path.join(root, 'project', 'train.sh'), 'utf8').then((text) => text.startsWith('for e')), true, 'the project landed in the task');
+    assert.equal((await describe1(result.session.details.taskArn)).lastStatus, 'STOPPED', 'the task was released');
+  });
+
+  it('refuses a sync to an ECS target before anything starts: its sessions end with the workflow', async () => {
+    const taskQueue = 'ferry-ecs-sync';
+    await stack.startWorker({ taskQueue, targets: new Map([['ecs', backend()]]) });
+    const input: SyncInput = { sessionId: 'ecs-sync', source: { path: work }, target: { kind: 'ecs' } };
+    const handle = await stack.client.workflow.start('syncWorkflow', { taskQueue, workflowId: 'sync-ecs-refused', args: [input] });
+    await assert.rejects(handle.result(), (err: unknown) => {
+      const cause = (err as { cause?: { type?: string; message: string } }).cause;
+      assert.equal(cause?.type, 'InvalidInput');
+      assert.match(cause?.message ?? '', /a sync cannot target kind ecs: its sessions are compute started for one workflow/);
+      return true;
     });
-    await assert.rejects(driver.provision({ sessionId: 'ecs-it-missing', token: 'x'.repeat(64), heartbeat: () => undefined }), (err: unknown) => {
+    const { taskArns } = await ecs.send(new ListTasksCommand({ cluster, startedBy: 'ferry-ecs-sync' }));
+    assert.deepEqual(taskArns, [], 'no task was started');
+  });
+
+  it('fails clearly when the task definition is not registered', async () => {
+    await assert.rejects(backend(undefined, 'no-such-family:7').provision(provisionRequest('ecs-it-missing')), (err: unknown) => {
       const failure = err as { type?: string; message: string };
       assert.equal(failure.type, 'SessionLaunchFailed');
       assert.match(failure.message, /no-such-family/);

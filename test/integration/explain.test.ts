@@ -13,12 +13,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import type { Diagnosis } from '../../core/diagnosis';
+import type { HistoryAnalysis } from '../../core/history/analysis';
 import type { SyncInput, SyncResult } from '../../core/sync';
-import { WorkflowNotFoundError } from '@temporalio/client';
+import { WorkflowFailedError, WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { summarizeHistory } from '../../client/history';
-import { repoRoot } from '../../client/services';
+import { repoRoot } from '../../client/tools';
 import { startFlakyAgent, startLyingAgent } from '../support/agentDoubles';
 import { writeTree } from '../support/fixtures';
 import { executeUpdate, finishStageSignal, stageStandInWorkflow } from '../support/stageStandIn';
@@ -54,8 +55,8 @@ async function ferry(args: string[]): Promise<string> {
   return stdout;
 }
 
-async function explain(workflowId: string, gapThreshold: string, saveAs?: string): Promise<Diagnosis> {
-  const diagnosis = JSON.parse(await ferry(['explain', workflowId, '--json', '--gap-threshold', gapThreshold])) as Diagnosis;
+async function explain(workflowId: string, gapThreshold: string, saveAs?: string): Promise<HistoryAnalysis> {
+  const diagnosis = JSON.parse(await ferry(['explain', workflowId, '--json', '--gap-threshold', gapThreshold])) as HistoryAnalysis;
   if (saveAs) await writeFile(path.join(outputDir, saveAs), await ferry(['explain', workflowId, '--gap-threshold', gapThreshold]));
   return diagnosis;
 }
@@ -93,7 +94,7 @@ describe('ferry explain on the real stack', () => {
 
       const diagnosis = await explain(handle.workflowId, '1s', 'explain-flaky-land.txt');
       assert.equal(diagnosis.status, 'completed');
-      const land = diagnosis.steps.find((s) => s.name === 'landManifest');
+      const land = diagnosis.problems.find((s) => s.name === 'landManifest');
       assert.ok(land, 'landManifest is listed as retried');
       assert.equal(land.outcome, 'retried');
       assert.equal(land.attempts, 3);
@@ -107,7 +108,7 @@ describe('ferry explain on the real stack', () => {
       assert.equal(backoff?.activityType, 'landManifest');
       assert.ok(backoff && backoff.durationMs >= 2_500, `retry stretch ${backoff?.durationMs} ms`);
       assert.match(diagnosis.verdict, /^syncWorkflow completed in .*landManifest needed 3 attempts \(BlobDownloadFailed before\)/);
-      assert.deepEqual(diagnosis.session.map((e) => e.kind), ['landed', 'verified']);
+      assert.deepEqual(diagnosis.session.map((e) => e.kind), ['provisioned', 'landed', 'verified']);
       assert.match(diagnosis.webUiUrl ?? '', new RegExp(`/workflows/${handle.workflowId}/`));
 
       // The summaries decode real payloads: search attributes, activity inputs and results.
@@ -135,11 +136,11 @@ describe('ferry explain on the real stack', () => {
       const taskQueue = 'ferry-test-liar';
       await stack.startWorker({ taskQueue, localAgent: { url: liar.url, token: 'liar-token-000000' } });
       const handle = await startSync('liar', source, taskQueue);
-      await assert.rejects(handle.result());
+      await assert.rejects(handle.result(), (err: unknown) => err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure && err.cause.type === 'VerificationFailed');
 
       const diagnosis = await explain(handle.workflowId, '30s', 'explain-lying-agent.txt');
       assert.equal(diagnosis.status, 'failed');
-      const verify = diagnosis.steps.find((s) => s.name === 'verifyLanding');
+      const verify = diagnosis.problems.find((s) => s.name === 'verifyLanding');
       assert.ok(verify, 'verifyLanding is listed as failed');
       assert.equal(verify.outcome, 'failed');
       assert.equal(verify.attempts, 3);
@@ -148,8 +149,8 @@ describe('ferry explain on the real stack', () => {
       assert.equal(verify.session?.bootId, bootId);
       assert.match(diagnosis.verdict, /^syncWorkflow failed: verifyLanding failed after 3 attempts, retries exhausted on local session liar .*1 missing \("Dat-fresh-food-claude\.csv"\) — although landManifest had answered success/);
       const story = diagnosis.session.map((e) => [e.kind, e.detail]);
-      assert.equal(story[0][0], 'landed');
-      assert.deepEqual(story[1], ['verification-failed', `verification of manifest ${verify.session?.manifestDigest?.slice(0, 12)} failed after 3 attempt(s) — missing: Dat-fresh-food-claude.csv`]);
+      assert.deepEqual(story.map(([kind]) => kind).slice(0, 2), ['provisioned', 'landed']);
+      assert.deepEqual(story[2], ['verification-failed', `verification of manifest ${verify.session?.manifestDigest?.slice(0, 12)} failed after 3 attempt(s) — missing: Dat-fresh-food-claude.csv`]);
     } finally {
       await liar.close();
     }
@@ -201,7 +202,10 @@ describe('ferry explain on the real stack', () => {
       // The agent thinks for 3 s before its first execution (the seed's five minutes, shortened).
       await new Promise((resolve) => setTimeout(resolve, 3_000));
       assert.deepEqual(await handle.executeUpdate(executeUpdate, { args: [{ command: 'ls -la ./data/' }] }), { executed: 1 });
-      await assert.rejects(handle.executeUpdate(executeUpdate, { args: [{ command: 'python analyse.py', needs: 'data/extra.csv' }] }));
+      await assert.rejects(
+        handle.executeUpdate(executeUpdate, { args: [{ command: 'python analyse.py', needs: 'data/extra.csv' }] }),
+        (err: unknown) => err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure && err.cause.type === 'InputsNotVerified',
+      );
       await handle.signal(finishStageSignal);
       assert.equal(await handle.result(), 1);
 
@@ -219,13 +223,14 @@ describe('ferry explain on the real stack', () => {
         diagnosis.session.map((e) => [e.kind, e.workflowId]),
         [
           ['stage', workflowId],
+          ['provisioned', `${workflowId}-inputs`],
           ['landed', `${workflowId}-inputs`],
           ['verified', `${workflowId}-inputs`],
           ['execution-refused', workflowId],
         ],
       );
-      assert.match(diagnosis.session[3].detail, /execution refused in stage coder: InputsNotVerified: input data\/extra\.csv was never verified in this session \(missing: data\/extra\.csv\)/);
-      assert.deepEqual(diagnosis.steps.map((s) => [s.kind, s.name, s.outcome, s.failure?.type]), [['update', 'execute', 'refused', 'InputsNotVerified']]);
+      assert.match(diagnosis.session[4].detail, /execution refused in stage coder: InputsNotVerified: input data\/extra\.csv was never verified in this session \(missing: data\/extra\.csv\)/);
+      assert.deepEqual(diagnosis.problems.map((s) => [s.kind, s.name, s.outcome, s.failure?.type]), [['update', 'execute', 'refused', 'InputsNotVerified']]);
       assert.deepEqual(diagnosis.messages.map((m) => [m.kind, m.name, m.failed ?? false]), [
         ['update', 'execute', false],
         ['update', 'execute', true],

@@ -16,11 +16,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
 import { DEMO_CSV } from '../../client/demoAgent';
-import { PipelineClient } from '../../client/pipelineClient';
+import { ExecuteRefusedError, PipelineClient } from '../../client/pipelineClient';
 import { writeDemoInput } from '../../client/sampleData';
-import { repoRoot } from '../../client/services';
-import type { Diagnosis } from '../../core/diagnosis';
+import { repoRoot } from '../../client/tools';
+import type { HistoryAnalysis } from '../../core/history/analysis';
+import { sessionRoot } from '../../core/sync';
 import { startTestStack, type TestStack } from '../support/testStack';
 
 const run = promisify(execFile);
@@ -55,10 +58,10 @@ async function ferry(args: string[]): Promise<string> {
   return stdout;
 }
 
-async function explain(workflowId: string, gapThreshold: string, saveAs: string): Promise<Diagnosis> {
+async function explain(workflowId: string, gapThreshold: string, saveAs: string): Promise<HistoryAnalysis> {
   const text = await ferry(['explain', workflowId, '--gap-threshold', gapThreshold]);
   await writeFile(path.join(outputDir, saveAs), text);
-  return JSON.parse(await ferry(['explain', workflowId, '--json', '--gap-threshold', gapThreshold])) as Diagnosis;
+  return JSON.parse(await ferry(['explain', workflowId, '--json', '--gap-threshold', gapThreshold])) as HistoryAnalysis;
 }
 
 async function waitForStatus(workflowId: string, status: string): Promise<void> {
@@ -75,20 +78,29 @@ describe('ferry explain on the real pipeline', () => {
     const missing = path.join(work, 'not-there');
     const { workflowId } = await pipelines.start({ sessionId: 'h1', inputs: [{ path: missing }], stages: ['coder'] });
     const refused = pipelines.execute(workflowId, { language: 'bash', code: 'ls data/' });
-    await assert.rejects(refused);
-    await assert.rejects(pipelines.result(workflowId));
+    await assert.rejects(refused, (err: unknown) => {
+      assert.ok(err instanceof ExecuteRefusedError, String(err));
+      assert.equal(err.type, 'PipelineAborted', err.message);
+      assert.match(err.message, /^nothing runs: snapshotSource failed: source folder .*not-there does not exist/);
+      return true;
+    });
+    await assert.rejects(pipelines.result(workflowId), (err: unknown) => {
+      assert.ok(err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure, String(err));
+      assert.equal(err.cause.type, 'SourceNotFound', err.cause.message);
+      return true;
+    });
     const diagnosis = await explain(workflowId, '30s', 'explain-pipeline-h1.txt');
     assert.equal(diagnosis.status, 'failed');
     assert.match(diagnosis.verdict, /snapshotSource/);
     assert.ok(diagnosis.verdict.includes(missing), `the verdict names the missing input: ${diagnosis.verdict}`);
-    assert.ok(!diagnosis.activities.some((a) => a.activityType === 'executeCode'), 'no code ran');
-    assert.equal(diagnosis.activities.at(-1)?.activityType, 'releaseSession');
+    assert.ok(!diagnosis.steps.some((s) => s.name === 'executeCode'), 'no code ran');
+    assert.equal(diagnosis.steps.at(-1)?.name, 'releaseSession');
   });
 
   it('hypothesis 2: a reused session whose data vanished is re-landed and verified before the next execution, shown as such', async () => {
     const { workflowId } = await pipelines.start({ sessionId: 'h2', inputs: [{ path: input }], stages: ['coder'] });
     await pipelines.execute(workflowId, { language: 'bash', code: 'true' });
-    await unlink(path.join(stack.config.sessions.localDir, 'h2', 'root', 'data', DEMO_CSV));
+    await unlink(path.join(stack.agentRoot, sessionRoot('h2'), 'data', DEMO_CSV));
     await pipelines.execute(workflowId, { language: 'bash', code: `wc -l data/${DEMO_CSV}` });
     await pipelines.finishStage(workflowId);
     await pipelines.result(workflowId);

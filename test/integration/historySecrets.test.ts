@@ -1,7 +1,9 @@
 /**
  * What workflow history holds, read the way an operator would export it
  * (`temporal workflow show --output json`): never the agent token, the S3
- * secret key or a presigned URL, with payload encryption off or on. With it
+ * secret key or a presigned URL, with payload encryption off or on, and
+ * never a file's bytes, in any workflow type (sync, pipeline, training,
+ * files) — whether the file was synced, landed, collected or listed. With it
  * on (FERRY_CODEC_KEY), the run is served by the production worker process
  * (`node dist/worker/main.js` with a prebuilt workflow bundle and Prometheus
  * metrics), inputs and results are ciphertext in the export, the codec
@@ -16,11 +18,16 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { Client } from '@temporalio/client';
-import { freePort, repoRoot, resolveTool, spawnManaged } from '../../client/services';
+import { freePort } from '../../client/ports';
+import { repoRoot, resolveTool } from '../../client/tools';
+import { spawnManaged } from '../../client/managedProcess';
+import { PipelineClient } from '../../client/pipelineClient';
 import type { SyncResult } from '../../core/sync';
-import { payloadFromJson, startCodecServer, type JsonPayload } from '../../worker/codecServer';
-import { AesGcmPayloadCodec, payloadCodecsFor } from '../../worker/payloadCodec';
-import { writeSampleProject } from '../support/fixtures';
+import type { TrainingResult } from '../../core/training';
+import type { SessionFilesResult } from '../../workflows/files';
+import { payloadFromJson, startCodecServer, type JsonPayload } from '../../temporal/codecServer';
+import { AesGcmPayloadCodec, payloadCodecsFor } from '../../temporal/payloadCodec';
+import { sha256, writeSampleProject, writeTree } from '../support/fixtures';
 import { startTestStack, workflowBundle, type TestStack } from '../support/testStack';
 import { defaultPayloadConverter } from '@temporalio/common';
 
@@ -85,16 +92,29 @@ function payloadsIn(history: string): FoundPayload[] {
   return found;
 }
 
-function assertNoSecrets(history: string, label: string): void {
-  const corpus = `${history}\n${payloadsIn(history)
+/** Every place a secret or a body could hide in the export: the JSON itself and each payload's decoded bytes. */
+function historyCorpus(history: string): string {
+  return `${history}\n${payloadsIn(history)
     .map((p) => p.text)
     .join('\n')}`;
+}
+
+function assertNoSecrets(history: string, label: string): void {
+  const corpus = historyCorpus(history);
   const secrets = {
     'agent token': stack.agentToken,
     'S3 secret key': stack.settings.FERRY_S3_SECRET_ACCESS_KEY!,
   };
   for (const [name, secret] of Object.entries(secrets)) assert.ok(!corpus.includes(secret), `${label}: history holds the ${name}`);
   assert.doesNotMatch(corpus, /X-Amz-Signature|X-Amz-Credential/i, `${label}: history holds a presigned URL`);
+}
+
+/** A file body no input or name carries: finding it in history means a file's bytes went there. */
+const markedBody = (label: string) => `${label} body ${randomBytes(16).toString('hex')}\n`;
+
+function assertNoFileBodies(history: string, bodies: string[], label: string): void {
+  const corpus = historyCorpus(history);
+  for (const body of bodies) assert.ok(!corpus.includes(body.trim()), `${label}: history holds the file body ${JSON.stringify(body.trim())}`);
 }
 
 async function syncOn(client: Client, taskQueue: string, sessionId: string): Promise<{ workflowId: string; source: string; result: SyncResult }> {
@@ -151,8 +171,11 @@ describe('secrets in workflow history', () => {
       assertNoSecrets(history, 'codec on');
       assert.ok(!history.includes(source), 'the source path is not readable in the export');
       const payloads = payloadsIn(history);
-      // Search attributes are indexed by the server, so they stay readable (session id, target kind); every other payload is sealed.
-      const sealed = payloads.filter((p) => !p.path.includes('searchAttributes'));
+      // Search attributes are indexed by the server, so they stay readable (session id, target kind), and so do patch markers, which
+      // the SDK's core writes past the codec: they hold only the patch id. Every other payload is sealed.
+      const patchMarkers = payloads.filter((p) => p.path.includes('patch-data'));
+      for (const p of patchMarkers) assert.match(p.text, /^\{"id":"[a-z-]+","deprecated":false\}$/, `${p.path} holds only a patch id`);
+      const sealed = payloads.filter((p) => !p.path.includes('searchAttributes') && !p.path.includes('patch-data'));
       assert.ok(sealed.length >= 8, `inputs, results and heartbeat details: ${sealed.length} payloads`);
       for (const p of sealed) {
         assert.equal(p.encoding, 'binary/encrypted', p.path);
@@ -182,12 +205,54 @@ describe('secrets in workflow history', () => {
       assert.match(metrics, /^temporal_workflow_completed\{.*task_queue="ferry-encrypted".*\} 1$/m);
       assert.match(metrics, /^temporal_activity_execution_latency/m);
 
-      const stopping = Date.now();
       await worker.stop();
       assert.equal(await worker.exited, 0, 'SIGTERM → graceful shutdown → exit 0');
-      assert.ok(Date.now() - stopping < 10_000, `stopped in ${Date.now() - stopping} ms`);
     } finally {
       await worker.stop();
     }
+  });
+});
+
+describe('file bodies in workflow history', () => {
+  it("no workflow type puts a file's bytes in history: sync, files, pipeline and training, each synced, landed, listed or collected", async () => {
+    const taskQueue = stack.config.temporal.taskQueue;
+    const source = path.join(work, 'bodies');
+    const bodies = { input: markedBody('input'), nested: markedBody('nested'), binary: Buffer.concat([randomBytes(64), Buffer.from(markedBody('binary'))]) };
+    await writeTree(source, { 'input.csv': bodies.input, 'nested/more.txt': bodies.nested, 'weights.bin': bodies.binary });
+    const texts = [bodies.input, bodies.nested, bodies.binary.subarray(64).toString()];
+
+    const syncId = `sync-bodies-${randomUUID()}`;
+    const synced = (await stack.client.workflow.execute('syncWorkflow', { taskQueue, workflowId: syncId, args: [{ sessionId: 'bodies', source: { path: source } }] })) as SyncResult;
+    assert.equal(synced.filesVerified, 3);
+
+    // What the session holds, hashed on the target: each file's sha256 reaches history, its bytes do not.
+    const filesId = `files-bodies-${randomUUID()}`;
+    const listed = (await stack.client.workflow.execute('sessionFilesWorkflow', { taskQueue, workflowId: filesId, args: [{ sessionId: 'bodies' }] })) as SessionFilesResult;
+    assert.deepEqual(listed.files.map((f) => [f.path, f.sha256]).sort(), [['input.csv', sha256(bodies.input)], ['nested/more.txt', sha256(bodies.nested)], ['weights.bin', sha256(bodies.binary)]]);
+
+    // The pipeline lands the input and collects a copy of it from artifacts/; the code prints nothing of it.
+    const pipelines = new PipelineClient(stack.client, taskQueue);
+    const { workflowId: pipelineId } = await pipelines.start({ sessionId: 'bodies-pipeline', inputs: [{ path: source }], stages: ['coder'] });
+    assert.equal((await pipelines.execute(pipelineId, { language: 'bash', code: 'cp data/input.csv data/weights.bin artifacts/' })).exitCode, 0);
+    await pipelines.finishStage(pipelineId);
+    const piped = await pipelines.result(pipelineId);
+    assert.deepEqual(piped.stages[0]!.artifacts!.files.map((f) => [f.path, f.sha256]).sort(), [['input.csv', sha256(bodies.input)], ['weights.bin', sha256(bodies.binary)]]);
+
+    // Training lands the project and collects what the command wrote to outputs/.
+    const trainingId = `train-bodies-${randomUUID()}`;
+    const command = ['sh', '-c', 'cp nested/more.txt "$FERRY_OUTPUT_DIR/more.txt"'];
+    const trained = (await stack.client.workflow.execute('trainingWorkflow', { taskQueue, workflowId: trainingId, args: [{ runId: 'bodies-train', project: { path: source }, target: { kind: 'local' }, command, pollSeconds: 1 }] })) as TrainingResult;
+    assert.equal(trained.exitCode, 0);
+    assert.deepEqual(trained.outputs?.files.map((f) => [f.path, f.sha256]), [['more.txt', sha256(bodies.nested)]]);
+
+    for (const [type, workflowId] of [['syncWorkflow', syncId], ['sessionFilesWorkflow', filesId], ['pipelineWorkflow', pipelineId], ['trainingWorkflow', trainingId]] as const) {
+      const history = await exportHistory(workflowId);
+      assertNoFileBodies(history, texts, type);
+      if (type === 'sessionFilesWorkflow') assert.ok(historyCorpus(history).includes(sha256(bodies.input)), 'the scan reads the listing: the hash is there');
+    }
+    // The scan would find a body had one been put in a payload.
+    const planted = JSON.parse(await exportHistory(syncId)) as { events: { workflowExecutionStartedEventAttributes?: { input: { payloads: JsonPayload[] } } }[] };
+    planted.events[0]!.workflowExecutionStartedEventAttributes!.input.payloads[0]!.data = Buffer.from(JSON.stringify({ content: bodies.input })).toString('base64');
+    assert.throws(() => assertNoFileBodies(JSON.stringify(planted), texts, 'planted'), /planted: history holds the file body/);
   });
 });

@@ -1,24 +1,25 @@
 /**
  * pipelineWorkflow end to end against a real Temporal dev server, a real S3
- * server and real session agents (one runtime-agent process per session).
+ * server and the local runtime agent as its own process (so a test can kill
+ * and restart it, as a replaced container would be).
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, unlink } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { WorkflowFailedError } from '@temporalio/client';
+import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { DEMO_CSV, runDemoAgent } from '../../client/demoAgent';
-import { summarizeHistory } from '../../client/history';
 import { ExecuteRefusedError, PipelineClient } from '../../client/pipelineClient';
 import { salesCsv, writeDemoInput } from '../../client/sampleData';
-import { repoRoot, resolveTool } from '../../client/services';
+import { repoRoot, resolveTool } from '../../client/tools';
 import type { ExecuteResult, PipelineInput, PipelineResult } from '../../core/pipeline';
-import { buildTimeline } from '../../core/timeline';
+import { sessionRoot } from '../../core/sync';
 import { sha256, writeTree } from '../support/fixtures';
+import { assertVerifiedBeforeFirstExecution, stepsFromHistory } from '../support/steps';
 import { startTestStack, type TestStack } from '../support/testStack';
 
 const run = promisify(execFile);
@@ -28,7 +29,7 @@ let pipelines: PipelineClient;
 let input: string;
 
 before(async () => {
-  stack = await startTestStack();
+  stack = await startTestStack({ agentProcess: true });
   work = await mkdtemp(path.join(os.tmpdir(), 'ferry-pipeline-test-'));
   pipelines = new PipelineClient(stack.client, stack.config.temporal.taskQueue);
   input = writeDemoInput(path.join(work, 'input'));
@@ -39,13 +40,18 @@ after(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-/** Activity names in history order (each once per completed or failed run). */
-async function activitySteps(workflowId: string): Promise<string[]> {
+/** The run's steps in history order, with their stage, status and times. */
+async function recordedSteps(workflowId: string) {
   const history = await stack.client.workflow.getHandle(workflowId).fetchHistory();
-  return buildTimeline(summarizeHistory(history.events ?? []), 1e9).steps.map((s) => s.name);
+  return stepsFromHistory(workflowId, history.events ?? []);
 }
 
-const sessionRootOf = (sessionId: string) => path.join(stack.config.sessions.localDir, sessionId, 'root');
+/** Activity names in history order (each once per completed or failed run). */
+async function activitySteps(workflowId: string): Promise<string[]> {
+  return (await recordedSteps(workflowId)).map((s) => s.name);
+}
+
+const sessionRootOf = (sessionId: string) => path.join(stack.agentRoot, sessionRoot(sessionId));
 
 function start(sessionId: string, extra: Partial<PipelineInput> = {}) {
   return pipelines.start({ sessionId, inputs: [{ path: input }], stageIdleTimeout: '2m', ...extra });
@@ -71,9 +77,10 @@ describe('pipelineWorkflow', () => {
     const fullLog = (await stack.blobs.getBlob(ls.logKey.split('/').pop()!)).toString('utf8');
     assert.ok(fullLog.endsWith(ls.stdoutTail));
 
-    const steps = await activitySteps(workflowId);
-    // Every stage's first execution is preceded by a full verification on the target.
-    for (const stage of ['coder', 'validator', 'reporter']) assert.ok(steps.includes('executeCode'), stage);
+    const recorded = await recordedSteps(workflowId);
+    const steps = recorded.map((s) => s.name);
+    // Every stage's first execution comes after the stage checked its session and re-hashed its inputs on the target.
+    assertVerifiedBeforeFirstExecution(recorded, ['coder', 'validator', 'reporter']);
     const verifyBeforeEach = steps.reduce<string[]>((acc, s) => (s === 'verifyLanding' || s === 'executeCode' ? [...acc, s] : acc), []);
     assert.deepEqual(verifyBeforeEach.slice(0, 3), ['verifyLanding', 'verifyLanding', 'executeCode'], 'landing verified, then the coder stage verifies again before it runs');
     assert.equal(steps[0], 'provisionSession');
@@ -107,17 +114,18 @@ describe('pipelineWorkflow', () => {
     assert.deepEqual(result.stages.map((s) => [s.name, s.status, s.executions]), [['coder', 'finished', 1], ['reporter', 'finished', 1]]);
     assert.equal(result.stages[0].summary, 'looked');
     assert.deepEqual(result.stages[1].artifacts!.files.map((f) => f.path), ['lines.txt']);
+    assertVerifiedBeforeFirstExecution(await recordedSteps(workflowId), ['coder', 'reporter']);
   });
 
-  it('re-provisions, re-lands and re-verifies before the validator runs when the session restarted after the coder', async () => {
+  it('re-lands and re-verifies before the validator runs when the session restarted after the coder', async () => {
     const { workflowId } = await start('restart', { stages: ['coder', 'validator'] });
     assert.equal((await pipelines.execute(workflowId, { language: 'bash', code: 'true' })).exitCode, 0);
     await pipelines.finishStage(workflowId);
     const before = await pipelines.state(workflowId);
-    // The container is replaced: its agent dies and nothing of its disk survives.
-    const record = JSON.parse(await readFile(path.join(stack.config.sessions.localDir, 'restart', 'agent.json'), 'utf8')) as { pid: number };
-    process.kill(record.pid, 'SIGKILL');
+    // The target is replaced: its agent dies, nothing of the session's disk survives, and a new agent (new boot id) answers.
+    await stack.agentProcess!.kill();
     await rm(path.join(sessionRootOf('restart'), 'data'), { recursive: true, force: true });
+    await stack.agentProcess!.restart();
     const validated = await pipelines.execute(workflowId, { language: 'bash', code: 'sha256sum data/Dat-fresh-food-claude.csv' });
     assert.equal(validated.exitCode, 0);
     assert.equal(validated.stdoutTail.split(' ')[0], sha256(salesCsv()), 'the validator read the verified input');
@@ -128,7 +136,7 @@ describe('pipelineWorkflow', () => {
     await pipelines.result(workflowId);
     const steps = await activitySteps(workflowId);
     const afterCoder = steps.slice(steps.indexOf('collectArtifacts') + 1);
-    assert.deepEqual(afterCoder.slice(0, 5), ['checkSession', 'provisionSession', 'landManifest', 'verifyLanding', 'executeCode']);
+    assert.deepEqual(afterCoder.slice(0, 4), ['checkSession', 'landManifest', 'verifyLanding', 'executeCode']);
   });
 
   it('re-lands an input deleted on the target mid-stage before the next execution', async () => {
@@ -154,7 +162,7 @@ describe('pipelineWorkflow', () => {
       return true;
     });
     assert.equal((await activitySteps(workflowId)).at(-1), 'releaseSession');
-    await assert.rejects(readFile(path.join(stack.config.sessions.localDir, 'idle', 'agent.json')), /ENOENT/);
+    await assert.rejects(readdir(sessionRootOf('idle')), { code: 'ENOENT' }, 'the session folder went with the session');
   });
 
   it('abort releases the session and fails with the reason', async () => {
@@ -168,16 +176,20 @@ describe('pipelineWorkflow', () => {
       return true;
     });
     assert.equal((await activitySteps(workflowId)).at(-1), 'releaseSession');
-    await assert.rejects(readFile(path.join(stack.config.sessions.localDir, 'abort', 'agent.json')), /ENOENT/);
-    await assert.rejects(pipelines.execute(workflowId, { language: 'bash', code: 'true' }));
+    await assert.rejects(readdir(sessionRootOf('abort')), { code: 'ENOENT' }, 'the session folder went with the session');
+    await assert.rejects(pipelines.execute(workflowId, { language: 'bash', code: 'true' }), (err: unknown) => {
+      assert.ok(err instanceof WorkflowNotFoundError, String(err));
+      assert.match(err.message, /already completed/);
+      return true;
+    });
   });
 
   it('a second start for the same session returns the running pipeline; bad execute requests are refused', async () => {
     const first = await start('dupe', { stages: ['coder'] });
     const second = await start('dupe', { stages: ['coder'] });
     assert.equal(second.runId, first.runId);
-    await assert.rejects(pipelines.execute(first.workflowId, { language: 'bash', code: '   ' }), (err: unknown) => err instanceof ExecuteRefusedError && /code must be a non-empty string/.test(err.message));
-    await assert.rejects(pipelines.execute(first.workflowId, { language: 'ruby' as never, code: 'puts 1' }), /language "ruby" is not one of bash, python, node/);
+    await assert.rejects(pipelines.execute(first.workflowId, { language: 'bash', code: '   ' }), (err: unknown) => err instanceof ExecuteRefusedError && err.type === 'InvalidInput' && /code must be a non-empty string/.test(err.message));
+    await assert.rejects(pipelines.execute(first.workflowId, { language: 'ruby' as never, code: 'puts 1' }), (err: unknown) => err instanceof ExecuteRefusedError && err.type === 'InvalidInput' && /language "ruby" is not one of bash, python, node/.test(err.message));
     await pipelines.finishStage(first.workflowId);
     const result = await pipelines.result(first.workflowId);
     assert.equal(result.executionsTotal, 0, 'refused requests ran nothing');

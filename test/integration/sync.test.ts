@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, readFile, readlink, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -12,16 +12,16 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { MockActivityEnvironment } from '@temporalio/testing';
-import { createTargetActivities } from '../../activities/target';
+import { createSessionActivities } from '../../activities/session';
+import { activityDepsFromConfig } from '../../worker/worker';
 import { createLocalSourceActivities } from '../../activities/localSource';
-import { createManifest } from '../../core/manifest';
-import { sessionRoot, type SyncInput, type SyncResult } from '../../core/sync';
-import { buildTimeline } from '../../core/timeline';
-import { summarizeHistory } from '../../client/history';
-import { repoRoot, resolveTool } from '../../client/services';
+import { createManifest, manifestKey } from '../../core/manifest';
+import { sessionRoot, type SyncDryRun, type SyncInput, type SyncResult } from '../../core/sync';
+import { repoRoot, resolveTool } from '../../client/tools';
 import { startLyingAgent } from '../support/agentDoubles';
 import { sha256, treeHashes, writeSampleProject, writeTree } from '../support/fixtures';
+import { stepsFromHistory } from '../support/steps';
+import { activityEnvironment } from '../support/testLogs';
 import { resultOf, startTestStack, type TestStack } from '../support/testStack';
 
 const run = promisify(execFile);
@@ -46,13 +46,13 @@ async function sync(input: SyncInput, taskQueue = stack.config.temporal.taskQueu
 
 async function activityNames(workflowId: string): Promise<string[]> {
   const history = await stack.client.workflow.getHandle(workflowId).fetchHistory();
-  return buildTimeline(summarizeHistory(history.events ?? []), 1e9).steps.map((s) => s.name);
+  return stepsFromHistory(workflowId, history.events ?? []).map((s) => s.name);
 }
 
 const landedDir = (sessionId: string, dest = 'data') => path.join(stack.agentRoot, sessionRoot(sessionId), dest);
 
 describe('syncWorkflow', () => {
-  it('lands and verifies a project, honouring ignore rules, with the four steps in history', async () => {
+  it('lands and verifies a project, honouring ignore rules, with its steps in history: provision, snapshot, upload, land, verify', async () => {
     const source = path.join(work, 'happy');
     const { synced, ignored } = await writeSampleProject(source);
     const { workflowId, result } = await sync({ sessionId: 'happy', source: { path: source } });
@@ -72,7 +72,7 @@ describe('syncWorkflow', () => {
     for (const file of ignored) assert.equal(landed[file], undefined, `${file} should be ignored`);
     assert.equal((await stat(path.join(landedDir('happy'), 'scripts/run.sh'))).mode & 0o777, 0o755);
 
-    assert.deepEqual(await activityNames(workflowId), ['snapshotSource', 'uploadBlobs', 'landManifest', 'verifyLanding']);
+    assert.deepEqual(await activityNames(workflowId), ['provisionSession', 'snapshotSource', 'uploadBlobs', 'landManifest', 'verifyLanding']);
   });
 
   it('re-sync uploads nothing but still lands and verifies; one changed file uploads only that file', async () => {
@@ -80,6 +80,7 @@ describe('syncWorkflow', () => {
     await writeSampleProject(source);
     const first = await (await sync({ sessionId: 'incremental', source: { path: source } })).result;
     assert.ok(first.verified);
+    assert.equal(await stack.blobs.blobsMarkedStored(first.manifestDigest), true, "the finished upload marked the manifest's blobs stored, so a re-sync need not list them");
 
     const again = await sync({ sessionId: 'incremental', source: { path: source } });
     const second = await again.result;
@@ -87,7 +88,7 @@ describe('syncWorkflow', () => {
     assert.equal(second.blobsUploaded, 0);
     assert.equal(second.filesLanded, 0);
     assert.equal(second.filesVerified, first.filesTotal);
-    assert.deepEqual(await activityNames(again.workflowId), ['snapshotSource', 'uploadBlobs', 'landManifest', 'verifyLanding']);
+    assert.deepEqual(await activityNames(again.workflowId), ['provisionSession', 'snapshotSource', 'uploadBlobs', 'landManifest', 'verifyLanding']);
 
     const changed = 'changed contents of the readme, longer than before\n';
     await writeFile(path.join(source, 'README.md'), changed);
@@ -130,7 +131,7 @@ describe('syncWorkflow', () => {
         return true;
       });
       const history = await stack.client.workflow.getHandle(workflowId).fetchHistory();
-      const verify = buildTimeline(summarizeHistory(history.events ?? []), 1e9).steps.find((s) => s.name === 'verifyLanding');
+      const verify = stepsFromHistory(workflowId, history.events ?? []).find((s) => s.name === 'verifyLanding');
       assert.equal(verify?.attempts, 3);
       assert.equal(verify?.status, 'failed');
       assert.ok(liar.landRequests >= 1);
@@ -141,12 +142,12 @@ describe('syncWorkflow', () => {
 
   it('refuses path traversal in a manifest before any target sees it, and the agent refuses it too', async () => {
     const sessionId = 'traversal';
-    const env = new MockActivityEnvironment();
-    const activities = createTargetActivities({ blobs: stack.blobs, localAgent: { url: stack.agent.url, token: stack.agentToken } });
+    const env = activityEnvironment();
+    const activities = createSessionActivities({ blobs: stack.blobs, targets: activityDepsFromConfig(stack.config).targets });
     for (const hostile of ['../x', '/etc/x', 'a/../../x']) {
       const ref = await stack.blobs.putManifest(createManifest([{ path: hostile, size: 1, mode: 0o644, sha256: sha256('x') }]));
       await assert.rejects(
-        env.run(activities.landManifest, { sessionId, target: { kind: 'local' as const }, dest: 'data', manifestDigest: ref.manifestDigest }),
+        env.run(activities.landManifest, { sessionId, target: { kind: 'local' }, dest: 'data', manifestDigest: ref.manifestDigest }),
         (err: unknown) => err instanceof ApplicationFailure && err.type === 'UnsafePath' && err.nonRetryable === true && err.message.includes(hostile),
       );
     }
@@ -197,18 +198,68 @@ describe('syncWorkflow', () => {
     assert.equal((await fetch(`${stack.agent.url}/v1/health`, { headers: { authorization: `Bearer ${stack.agentToken}` } })).status, 200);
   });
 
-  it('fails non-retryably with a clear type on bad input and on a symlink leaving the source', async () => {
+  it('fails non-retryably with a clear type on bad input, and on a symlink leaving the source under links: error', async () => {
     const bad = await sync({ sessionId: '../evil', source: { path: '' } } as SyncInput);
     await assert.rejects(bad.result, (err: unknown) => err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure && err.cause.type === 'InvalidInput');
 
     const source = path.join(work, 'escape');
     await writeTree(source, { 'ok.txt': 'ok' });
     await symlink('/etc/hostname', path.join(source, 'link'));
-    const env = new MockActivityEnvironment();
+    const env = activityEnvironment();
     const { snapshotSource } = createLocalSourceActivities({ blobs: stack.blobs });
     await assert.rejects(
-      env.run(snapshotSource, { path: source }),
+      env.run(snapshotSource, { path: source, links: 'error' as const }),
       (err: unknown) => err instanceof ApplicationFailure && err.type === 'SymlinkOutsideRoot' && err.nonRetryable && /"link"/.test(err.message),
     );
+    const refused = await sync({ sessionId: 'escape', source: { path: source }, links: 'error' });
+    await assert.rejects(refused.result, (err: unknown) => err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure && err.cause.type === 'SymlinkOutsideRoot');
+  });
+
+  it('by default a link leaving the source is left out and named in the result; the rest syncs', async () => {
+    const source = path.join(work, 'skip-links');
+    await writeTree(source, { 'ok.txt': 'ok' });
+    await symlink('/etc/hostname', path.join(source, 'hostname'));
+    await symlink('ok.txt', path.join(source, 'alias.txt'));
+    const summary = await (await sync({ sessionId: 'skip-links', source: { path: source } })).result;
+    assert.equal(summary.verified, true);
+    assert.deepEqual(summary.linksSkipped, { total: 1, first: [{ path: 'hostname', target: '/etc/hostname', why: 'outside' }] });
+    assert.deepEqual(await treeHashes(landedDir('skip-links')), { 'alias.txt': sha256('ok'), 'ok.txt': sha256('ok') });
+  });
+
+  it('links: copy lands links as links, verifies them by their text, and repairs one replaced on the target', async () => {
+    const source = path.join(work, 'copy-links');
+    await writeTree(source, { 'data/a.csv': 'a,b\n' });
+    await symlink('data/a.csv', path.join(source, 'latest.csv'));
+    await symlink('/etc/hostname', path.join(source, 'hostname'));
+    await symlink('nowhere', path.join(source, 'dangling'));
+    const summary = await (await sync({ sessionId: 'copy-links', source: { path: source }, links: 'copy' })).result;
+    assert.equal(summary.verified, true);
+    assert.equal(summary.filesVerified, 4);
+    const landed = landedDir('copy-links');
+    assert.equal(await readlink(path.join(landed, 'latest.csv')), 'data/a.csv');
+    assert.equal(await readlink(path.join(landed, 'hostname')), '/etc/hostname');
+    assert.equal(await readlink(path.join(landed, 'dangling')), 'nowhere');
+    assert.equal(await readFile(path.join(landed, 'latest.csv'), 'utf8'), 'a,b\n', 'a relative link inside works on the target too');
+
+    // Code on the target replaces a link by a file holding its text: verification tells them apart, the next sync repairs it.
+    await unlink(path.join(landed, 'latest.csv'));
+    await writeFile(path.join(landed, 'latest.csv'), 'data/a.csv');
+    const again = await (await sync({ sessionId: 'copy-links', source: { path: source }, links: 'copy' })).result;
+    assert.equal(again.filesLanded, 1);
+    assert.ok((await lstat(path.join(landed, 'latest.csv'))).isSymbolicLink());
+  });
+
+  it('a dry run stores, uploads and lands nothing, and returns the plan', async () => {
+    const source = path.join(work, 'dry-run');
+    await writeTree(source, { 'only-here.txt': `planned ${randomUUID()}\n` });
+    const { workflowId, handle } = await sync({ sessionId: 'dry-run', source: { path: source }, dryRun: true });
+    const plan = (await handle.result()) as unknown as SyncDryRun;
+    assert.equal(plan.dryRun, true);
+    assert.equal(plan.filesTotal, 1);
+    assert.deepEqual(plan.store, { blobsTotal: 1, blobsNew: 1, bytesNew: plan.bytesTotal });
+    assert.deepEqual([plan.landing.filesHeld, plan.landing.filesToLand, plan.landing.bytesToLand], [0, 1, plan.bytesTotal]);
+    assert.equal(await stack.blobs.hasObject(manifestKey(stack.config.s3.prefix, plan.manifestDigest)), false);
+    assert.deepEqual(await activityNames(workflowId), ['planSync']);
+    await assert.rejects(stat(landedDir('dry-run')), { code: 'ENOENT' });
   });
 });

@@ -2,10 +2,10 @@
  * Temporal Web, in a real browser: the finished demo pipeline's history,
  * as an engineer would open it, shows the session's steps by name.
  * playwright-core drives Debian's Chromium (headless, no background
- * networking); the test is skipped, saying why, only when no Chromium exists.
+ * networking); without Chromium the test is skipped, saying why, and under
+ * CI=true it fails instead (test/support/requirements.ts).
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,12 +15,12 @@ import { workflowUiUrl } from '../../core/config';
 import { runDemoAgent } from '../../client/demoAgent';
 import { PipelineClient } from '../../client/pipelineClient';
 import { writeDemoInput } from '../../client/sampleData';
-import { repoRoot } from '../../client/services';
+import { repoRoot } from '../../client/tools';
+import { CHROMIUM, chromiumMissing, requireOrSkip } from '../support/requirements';
 import { startTestStack, type TestStack } from '../support/testStack';
 
-const CHROMIUM = process.env.FERRY_CHROMIUM ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
-const skip = existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM} (install Debian's chromium package, or set FERRY_CHROMIUM)`;
+const skip = requireOrSkip('Chromium', chromiumMissing());
 
 let stack: TestStack;
 let browser: Browser;

@@ -8,20 +8,24 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import path from 'node:path';
+import { AGENT_API_VERSION, type LandRequest } from '../../core/agentProtocol';
 
 export interface AgentDouble {
   server: Server;
   url: string;
   /** Land requests received so far. */
   readonly landRequests: number;
-  /** Exec requests received so far: code the double ran or would have run. */
+  /** Process starts received so far: code the double ran or would have run. */
   readonly execRequests: number;
+  /** Remove requests received so far (a released session's folder). */
+  readonly removeRequests: number;
   close(): Promise<void>;
 }
 
 interface DoubleState {
   landRequests: number;
   execRequests: number;
+  removeRequests: number;
 }
 
 async function listen(server: Server, state: DoubleState): Promise<AgentDouble> {
@@ -36,6 +40,9 @@ async function listen(server: Server, state: DoubleState): Promise<AgentDouble> 
     get execRequests() {
       return state.execRequests;
     },
+    get removeRequests() {
+      return state.removeRequests;
+    },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
@@ -46,13 +53,14 @@ async function listen(server: Server, state: DoubleState): Promise<AgentDouble> 
  * the request being answered).
  */
 function startDouble(answer: (request: IncomingMessage, body: Buffer, response: ServerResponse, state: DoubleState) => void): Promise<AgentDouble> {
-  const state: DoubleState = { landRequests: 0, execRequests: 0 };
+  const state: DoubleState = { landRequests: 0, execRequests: 0, removeRequests: 0 };
   const server = createServer((request, response) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.on('end', () => {
       if (request.url === '/v1/land') state.landRequests++;
-      if (request.url === '/v1/exec') state.execRequests++;
+      if (request.url === '/v1/processes' && request.method === 'POST') state.execRequests++;
+      if (request.url === '/v1/remove') state.removeRequests++;
       answer(request, Buffer.concat(chunks), response, state);
     });
   });
@@ -81,14 +89,16 @@ function forward(realUrl: string, request: IncomingMessage, body: Buffer, respon
     });
 }
 
-/** Claims every landing succeeded and stores nothing; lists no files. */
+/** Claims every landing succeeded and stores nothing; lists no files; creates and removes folders it never had. */
 export async function startLyingAgent(bootId: string): Promise<AgentDouble> {
   return startDouble((request, body, response) => {
-    if (request.url === '/v1/health') {
+    const json = (answer: unknown) => {
       response.setHeader('content-type', 'application/json');
-      response.end(JSON.stringify({ ok: true, bootId, startedAt: new Date().toISOString(), apiVersion: 1, root: '/nowhere' }));
-      return;
-    }
+      response.end(JSON.stringify(answer));
+    };
+    if (request.url === '/v1/health') return json({ ok: true, bootId, startedAt: new Date().toISOString(), apiVersion: AGENT_API_VERSION, root: '/nowhere' });
+    if (request.url === '/v1/dirs') return json({ bootId });
+    if (request.url === '/v1/remove') return json({ bootId, removed: 0, processesStopped: 0 });
     response.setHeader('content-type', 'application/x-ndjson');
     if (request.url === '/v1/land') {
       const { files } = JSON.parse(body.toString('utf8')) as { files: { size: number }[] };
@@ -122,13 +132,17 @@ export async function startFlakyAgent(realUrl: string, failures: number, failing
  * each file it writes only the first half of the blob's bytes straight to
  * its final path under `root`, then answers that every file landed, with the
  * real agent's boot id. Listing and hashing stay the real agent's, so the
- * short files are what verification sees.
+ * short files are what verification sees. `beforeRemove` runs before a
+ * remove request (a session's release) is passed on.
  */
-export async function startTruncatingAgent(realUrl: string, root: string): Promise<AgentDouble> {
+export async function startTruncatingAgent(realUrl: string, root: string, beforeRemove: () => Promise<void> = async () => undefined): Promise<AgentDouble> {
   const landShort = async (request: IncomingMessage, body: Buffer): Promise<string> => {
-    const { dir, files } = JSON.parse(body.toString('utf8')) as { dir: string; files: { path: string; size: number; mode: number; url: string }[] };
+    const { dir, files, packs } = JSON.parse(body.toString('utf8')) as LandRequest;
     for (const file of files) {
-      const blob = Buffer.from(await (await fetch(file.url)).arrayBuffer());
+      // A body stored alone by its URL, or in a pack by its place (a byte range of the pack's URL).
+      const source = file.url ?? packs![file.pack!];
+      const range = file.url === undefined ? { range: `bytes=${file.offset}-${file.offset! + file.size - 1}` } : undefined;
+      const blob = Buffer.from(await (await fetch(source, { headers: range })).arrayBuffer());
       const finalPath = path.join(root, dir, file.path);
       await mkdir(path.dirname(finalPath), { recursive: true });
       await writeFile(finalPath, blob.subarray(0, Math.floor(blob.length / 2)));
@@ -139,6 +153,10 @@ export async function startTruncatingAgent(realUrl: string, root: string): Promi
     return allLandedLine(bootId, files);
   };
   return startDouble((request, body, response) => {
+    if (request.url === '/v1/remove') {
+      void beforeRemove().finally(() => forward(realUrl, request, body, response));
+      return;
+    }
     if (request.url !== '/v1/land') {
       forward(realUrl, request, body, response);
       return;

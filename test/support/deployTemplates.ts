@@ -1,7 +1,7 @@
 /** The deploy/ templates with their ${PLACEHOLDERS} filled, as `envsubst` would. */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { repoRoot } from '../../client/services';
+import { repoRoot } from '../../client/tools';
 
 export const TEMPLATE_VALUES: Record<string, string> = {
   ACCOUNT_ID: '123456789012',

@@ -1,5 +1,7 @@
 /** Small generated source trees for tests; deterministic so failures reproduce. */
+import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { chmod, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -55,6 +57,16 @@ export async function treeHashes(root: string): Promise<Record<string, string>> 
   };
   await walk(root, '');
   return result;
+}
+
+/**
+ * Asserts that none of `names` is in the folder `dir`, which must exist and
+ * be readable: an absence checked where nothing could be would pass for the
+ * wrong reason.
+ */
+export function assertNoneIn(dir: string, names: string[], message?: string): void {
+  const present = readdirSync(dir).filter((name) => names.includes(name));
+  assert.deepEqual(present, [], message ?? `none of ${names.join(', ')} in ${dir}`);
 }
 
 /** A small project like a user's: nested folders, ignore rules, an executable, a binary file. */

@@ -10,8 +10,8 @@ import type { Client } from '@temporalio/client';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils';
 import type { History } from '@temporalio/common/lib/proto-utils';
 import * as workflows from '../../workflows';
-import { ENCRYPTED_ENCODING } from '../../worker/payloadCodec';
-import { repoRoot } from '../../client/services';
+import { ENCRYPTED_ENCODING } from '../../temporal/payloadCodec';
+import { repoRoot } from '../../client/tools';
 
 /** One recorded history with what the replay needs besides the events. */
 export interface RecordedHistory {
@@ -30,6 +30,15 @@ export function liveHistoriesDir(): string {
 /** The committed histories, recorded by earlier workflow code. */
 export function committedHistoriesDir(): string {
   return path.join(repoRoot(), 'test', 'fixtures', 'histories');
+}
+
+/**
+ * Histories of a change that was deployed by draining, not by patching:
+ * trainingWorkflow before one target model (landArchive, verifyInstanceLanding;
+ * README "Upgrading"). Kept to show the replayer refuses them.
+ */
+export function retiredHistoriesDir(): string {
+  return path.join(repoRoot(), 'test', 'fixtures', 'histories-retired');
 }
 
 const FERRY_WORKFLOW_TYPES = new Set(Object.keys(workflows));

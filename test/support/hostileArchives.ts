@@ -49,9 +49,9 @@ export async function tarGz(entries: ArchiveEntry[]): Promise<Buffer> {
 /** The meta/ entries the land script requires, empty unless given. */
 export function emptyMeta(sha256sums = ''): ArchiveEntry[] {
   return [
-    { name: 'meta/keep', body: '' },
-    { name: 'meta/delete', body: '' },
+    { name: 'meta/remove', body: '' },
     { name: 'meta/SHA256SUMS', body: sha256sums },
+    { name: 'meta/LINKSUMS', body: '' },
   ];
 }
 
@@ -118,17 +118,14 @@ export async function removeDeepTree(dir: string): Promise<void> {
 /**
  * Every entry under `dir` as `relative path:type` (f, d, l, o), sorted,
  * without descending past `maxDepth` levels: what "nothing appeared
- * outside the root" is checked against, before and after.
+ * outside the root" is checked against, before and after. A folder that
+ * cannot be read, `dir` included, throws: "nothing written" must not pass
+ * because nothing could be listed.
  */
 export function listTree(dir: string, maxDepth = 64): string[] {
   const found: string[] = [];
   const walk = (absolute: string, relative: string, depth: number) => {
-    let entries: Dirent[];
-    try {
-      entries = readdirSync(absolute, { withFileTypes: true });
-    } catch {
-      return;
-    }
+    const entries: Dirent[] = readdirSync(absolute, { withFileTypes: true });
     for (const entry of entries) {
       const child = relative ? `${relative}/${entry.name}` : entry.name;
       const type = entry.isSymbolicLink() ? 'l' : entry.isDirectory() ? 'd' : entry.isFile() ? 'f' : 'o';

@@ -1,7 +1,8 @@
 /**
  * An HTTP proxy on loopback in front of the S3 server, injecting the faults
  * real S3 and real networks produce: 503 SlowDown bursts, connection resets,
- * a response lost after S3 committed the write, and one flipped byte.
+ * a response lost after S3 committed the write, one flipped byte, and a
+ * request held (a network as slow as a test needs it to be).
  *
  * Requests are forwarded with their Host header unchanged, so SigV4
  * signatures (headers and presigned URLs) stay valid through the proxy.
@@ -12,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { Agent, createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
-export type S3Fault = 'slowDown' | 'reset' | 'dropAfterCommit' | 'flipByte';
+export type S3Fault = 'slowDown' | 'reset' | 'dropAfterCommit' | 'flipByte' | 'hold';
 
 /** The S3 operations ferry uses, told apart by method, key and query as S3 itself does. */
 export type S3Operation =
@@ -49,6 +50,7 @@ export interface FaultRule {
    *   client connection without answering (the write happened, the client cannot know).
    * flipByte: flip one byte in the middle of the request body (writes, so S3
    *   sees a body that no longer matches its checksum) or of the response body (reads).
+   * hold: forward the request only once `release` is called.
    */
   fault: S3Fault;
   /** How many matching requests get the fault; later ones pass through. */
@@ -71,6 +73,8 @@ export interface S3FaultProxy {
   injected(fault?: S3Fault): number;
   /** Requests seen since the last `clear` that `match` selects (all by default). */
   requests(match?: (request: SeenRequest) => boolean): SeenRequest[];
+  /** Lets every held request (and those held from now on) go through to S3. */
+  release(): void;
   /** Drops every rule and forgets what was seen, so one test's faults cannot leak into the next. */
   clear(): void;
   close(): Promise<void>;
@@ -133,6 +137,8 @@ export async function startS3FaultProxy(target: string): Promise<S3FaultProxy> {
   let seen: SeenRequest[] = [];
   const sockets = new Set<Socket>();
   const upstreamAgent = new Agent({ keepAlive: true });
+  let release = () => undefined as void;
+  let released = new Promise<void>((resolve) => (release = resolve));
 
   const takeFault = (request: S3Request): FaultRule | undefined => {
     const active = rules.find((entry) => entry.left > 0 && entry.rule.match(request));
@@ -213,7 +219,9 @@ export async function startS3FaultProxy(target: string): Promise<S3FaultProxy> {
         response.end(hasRequestBody ? body : flipMiddleByte(body));
         return;
       }
+      case 'hold':
       case undefined: {
+        if (rule?.fault === 'hold') await released;
         const answer = await forward(incoming, seenAs);
         response.writeHead(answer.statusCode ?? 502, answer.headers);
         answer.on('error', () => clientSocket.destroy());
@@ -247,9 +255,14 @@ export async function startS3FaultProxy(target: string): Promise<S3FaultProxy> {
     requests(match = () => true) {
       return seen.filter(match);
     },
+    release() {
+      release();
+    },
     clear() {
       rules = [];
       seen = [];
+      release();
+      released = new Promise<void>((resolve) => (release = resolve));
     },
     close() {
       for (const socket of sockets) socket.destroy();

@@ -4,21 +4,28 @@
  * worker. Everything lives in one temp folder and is stopped by `stop()`.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { NativeConnection, type Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { AgentClient, type AgentEndpoint } from '../../activities/agentClient';
 import type { ActivityDeps } from '../../activities';
-import { killLocalSessionAgents } from '../../activities/localSessions';
 import type { S3BlobStore } from '../../activities/s3BlobStore';
+import { createLocalBackend } from '../../activities/targets/local';
 import { resolveConfig, type FerryConfig, type StackSettings } from '../../core/config';
 import { startAgent, type RunningAgent } from '../../runtime/agent';
-import { freePort, repoRoot, resolveTool, spawnManaged, startS3Server, startTemporalDevServer } from '../../client/services';
+import { freePort } from '../../client/ports';
+import { repoRoot, resolveTool } from '../../client/tools';
+import { spawnManaged } from '../../client/managedProcess';
+import { startS3Server } from '../../client/s3Server';
+import { startTemporalDevServer } from '../../client/temporalServer';
+import { createJsonLogger } from '../../runtime/log';
 import { SEARCH_ATTRIBUTES } from '../../workflows/definitions';
 import { activityDepsFromConfig, createFerryWorker } from '../../worker/worker';
 import { recordHistories } from './histories';
+import { bundlerLogger, installTestRuntime, testLogDir } from './testLogs';
 
 /**
  * The workflow's result, marked handled at once: a failure that settles before
@@ -30,8 +37,16 @@ export function resultOf<T>(handle: WorkflowHandle): Promise<T> {
   return result;
 }
 
+export interface WorkerOverrides {
+  taskQueue: string;
+  localAgent?: AgentEndpoint;
+  targets?: ActivityDeps['targets'];
+}
+
 export interface TestStack {
   dir: string;
+  /** Where this stack's servers and agent write their output (test-output/logs/<file>/<stack>/). */
+  logDir: string;
   config: FerryConfig;
   /** The FERRY_* settings, for child processes such as the CLI. */
   settings: StackSettings;
@@ -49,25 +64,20 @@ export interface TestStack {
    * one on the same port and root (a new bootId). Undefined otherwise.
    */
   agentProcess?: AgentProcessControl;
-  /** Starts another worker on its own task queue (e.g. with a test-double agent); stopped with the stack. */
-  startWorker(options: { taskQueue: string; localAgent?: AgentEndpoint; sessions?: ActivityDeps['sessions'] }): Promise<Worker>;
+  /**
+   * Starts another worker on its own task queue, stopped with the stack:
+   * `localAgent` points its `local` target at another agent (a test double),
+   * `targets` replaces backends by kind (an ECS backend against moto).
+   */
+  startWorker(options: WorkerOverrides): Promise<Worker>;
   stop(): Promise<void>;
 }
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
-let runtimeInstalled = false;
-
-/** Worker logs at WARN keep test output readable; FERRY_TEST_LOG=INFO shows every activity log. */
-function installQuietRuntime(): void {
-  if (runtimeInstalled) return;
-  runtimeInstalled = true;
-  const level = process.env.FERRY_TEST_LOG === 'INFO' ? 'INFO' : 'WARN';
-  Runtime.install({ logger: new DefaultLogger(level) });
-}
 
 /** Workflow code bundled once per process: bundling takes seconds. */
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows'), logger: new DefaultLogger('WARN') });
+  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows'), logger: bundlerLogger() });
   return bundle;
 }
 
@@ -101,8 +111,13 @@ export interface AgentProcessControl {
 type AgentProcess = RunningAgent & { kill(): Promise<void> };
 
 /** The runtime agent as a child process, answering once its health check passes. */
-async function startAgentProcess(dir: string, options: { root: string; token: string; host: string; allowedUrlPrefix: string; port?: number }): Promise<AgentProcess> {
+async function startAgentProcess(dir: string, logDir: string, options: { root: string; token: string; host: string; allowedUrlPrefix: string; port?: number }): Promise<AgentProcess> {
   const port = options.port ?? (await freePort());
+  // As `ferry up` does: a file the agent deletes once read, not a variable executed code could read in /proc.
+  const tokenFile = path.join(dir, `agent-token-${port}`);
+  await writeFile(tokenFile, options.token, { mode: 0o600 });
+  // An agent started as root runs code as another user, who must be able to pass through this folder to the root (search only).
+  await chmod(dir, 0o701);
   const child = await spawnManaged({
     name: 'agent',
     binary: process.execPath,
@@ -110,12 +125,14 @@ async function startAgentProcess(dir: string, options: { root: string; token: st
     env: {
       PATH: process.env.PATH,
       FERRY_AGENT_ROOT: options.root,
-      FERRY_AGENT_TOKEN: options.token,
+      // As `ferry up` does: the agent's state apart from the root where code runs.
+      FERRY_AGENT_STATE_DIR: path.join(dir, 'agent-state'),
+      FERRY_AGENT_TOKEN_FILE: tokenFile,
       FERRY_AGENT_HOST: options.host,
       FERRY_AGENT_PORT: String(port),
       FERRY_AGENT_ALLOWED_URL_PREFIXES: options.allowedUrlPrefix,
     },
-    logFile: path.join(dir, 'logs', 'agent.log'),
+    logFile: path.join(logDir, 'agent.log'),
     detached: false,
   });
   const url = `http://${options.host}:${port}`;
@@ -140,8 +157,10 @@ async function startAgentProcess(dir: string, options: { root: string; token: st
 }
 
 export async function startTestStack(options: TestStackOptions = {}): Promise<TestStack> {
-  installQuietRuntime();
+  installTestRuntime();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-test-'));
+  const logDir = path.join(testLogDir(), path.basename(dir));
+  await mkdir(logDir, { recursive: true });
   const cleanups: (() => Promise<unknown>)[] = [];
   const stop = async () => {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
@@ -161,7 +180,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
       uiPort,
       namespace: 'default',
       searchAttributes: SEARCH_ATTRIBUTES,
-      logFile: path.join(dir, 'logs', 'temporal.log'),
+      logFile: path.join(logDir, 'temporal.log'),
     };
     const [firstTemporal, s3] = await Promise.all([
       startTemporalDevServer(temporalOptions),
@@ -173,7 +192,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
         accessKeyId: 'ferrytest',
         secretAccessKey: s3Secret,
         bucket: 'ferry',
-        logFile: path.join(dir, 'logs', 's3.log'),
+        logFile: path.join(logDir, 's3.log'),
       }),
     ]);
     let temporal = firstTemporal;
@@ -188,8 +207,13 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     const realS3Endpoint = `http://${host}:${s3Port}`;
     const s3Endpoint = options.wrapS3Endpoint ? await options.wrapS3Endpoint(realS3Endpoint) : realS3Endpoint;
     const allowedUrlPrefix = `${s3Endpoint}/ferry/`;
-    let agentProcess = options.agentProcess ? await startAgentProcess(dir, { root: agentRoot, token: agentToken, host, allowedUrlPrefix }) : undefined;
-    const agent = agentProcess ?? (await startAgent({ root: agentRoot, token: agentToken, host, port: 0, allowedUrlPrefixes: [allowedUrlPrefix] }));
+    let agentProcess = options.agentProcess ? await startAgentProcess(dir, logDir, { root: agentRoot, token: agentToken, host, allowedUrlPrefix }) : undefined;
+    const startInProcessAgent = async () => {
+      const agentLog = createWriteStream(path.join(logDir, 'agent.log'), { flags: 'a' });
+      cleanups.push(() => new Promise((resolve) => agentLog.end(resolve)));
+      return startAgent({ root: agentRoot, token: agentToken, host, port: 0, allowedUrlPrefixes: [allowedUrlPrefix], log: createJsonLogger(agentLog) });
+    };
+    const agent = agentProcess ?? (await startInProcessAgent());
     cleanups.push(() => (agentProcess ?? agent).close());
     const agentProcessControl: AgentProcessControl | undefined = agentProcess && {
       get current() {
@@ -198,7 +222,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
       kill: () => agentProcess!.kill(),
       restart: async () => {
         await agentProcess!.kill();
-        agentProcess = await startAgentProcess(dir, { root: agentRoot, token: agentToken, host, allowedUrlPrefix, port: agent.port });
+        agentProcess = await startAgentProcess(dir, logDir, { root: agentRoot, token: agentToken, host, allowedUrlPrefix, port: agent.port });
         return agentProcess;
       },
     };
@@ -212,14 +236,10 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
       FERRY_S3_SECRET_ACCESS_KEY: s3Secret,
       FERRY_LOCAL_AGENT_URL: agent.url,
       FERRY_LOCAL_AGENT_TOKEN: agentToken,
-      FERRY_SESSION_SECRET: randomBytes(32).toString('hex'),
-      FERRY_SESSIONS_DIR: path.join(dir, 'sessions'),
       ...(uiPort ? { FERRY_WEB_UI_URL: `http://${host}:${uiPort}` } : {}),
     };
     const config = resolveConfig({}, settings);
     const deps = activityDepsFromConfig(config);
-    // Session agents run detached (they outlive a worker on purpose); a test that fails mid-pipeline must not leak them.
-    cleanups.push(() => killLocalSessionAgents(path.join(dir, 'sessions')));
 
     const connection = await Connection.connect({ address: config.temporal.address });
     cleanups.push(() => connection.close());
@@ -230,11 +250,14 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     const nativeConnection = await NativeConnection.connect({ address: config.temporal.address });
     cleanups.push(() => nativeConnection.close());
 
-    const startWorker = async (options: { taskQueue: string; localAgent?: AgentEndpoint; sessions?: ActivityDeps['sessions'] }): Promise<Worker> => {
+    const startWorker = async (options: WorkerOverrides): Promise<Worker> => {
+      const targets = new Map(deps.targets);
+      if (options.localAgent) targets.set('local', createLocalBackend(options.localAgent, deps.blobs));
+      for (const [kind, backend] of options.targets ?? []) targets.set(kind, backend);
       const worker = await createFerryWorker({
         config: { ...config, temporal: { ...config.temporal, taskQueue: options.taskQueue } },
         connection: nativeConnection,
-        activityDeps: { ...deps, localAgent: options.localAgent ?? deps.localAgent, sessions: options.sessions ?? deps.sessions },
+        activityDeps: { ...deps, targets },
         workerOptions: { workflowBundle: await workflowBundle() },
       });
       const running = worker.run();
@@ -246,7 +269,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     };
     await startWorker({ taskQueue: config.temporal.taskQueue });
 
-    return { dir, config, settings, client, blobs: deps.blobs, agent, agentRoot, agentToken, stopTemporal, startTemporal, agentProcess: agentProcessControl, startWorker, stop };
+    return { dir, logDir, config, settings, client, blobs: deps.blobs, agent, agentRoot, agentToken, stopTemporal, startTemporal, agentProcess: agentProcessControl, startWorker, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -2,8 +2,8 @@
  * docker-compose.yml is checked without an engine: `docker compose config`
  * where the plugin exists, else the compose-spec JSON schema (vendored in
  * test/fixtures/compose-spec). Then ferry's own wiring: every FERRY_*
- * variable a service sets is a real setting (core/config SETTINGS, or one
- * the runtime agent reads), the worker and agent agree on ports and the S3
+ * variable a service sets is a real setting (core/config SETTINGS, one a
+ * target driver declares, or one the runtime agent reads), the worker and agent agree on ports and the S3
  * bucket, and the agent image's pinned dependency matches package.json.
  */
 import assert from 'node:assert/strict';
@@ -18,8 +18,9 @@ import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import Ajv2019 from 'ajv/dist/2019';
 import { parse } from 'yaml';
+import { targetSettings } from '../../activities/targets';
 import { SETTINGS } from '../../core/config';
-import { repoRoot } from '../../client/services';
+import { repoRoot } from '../../client/tools';
 
 const run = promisify(execFile);
 const root = repoRoot();
@@ -40,6 +41,8 @@ async function composePluginAvailable(): Promise<boolean> {
 
 /** The variable a `${NAME…}` value interpolates. */
 const variableOf = (value: string | undefined) => /^\$\{(\w+)/.exec(value ?? '')?.[1];
+/** A setting of core/config or one a target driver declares. */
+const isFerrySetting = (name: string) => name in SETTINGS || targetSettings().some((setting) => setting.name === name);
 
 /**
  * The schema labels its parts with draft-04 `"id": "#/definitions/…"`, which
@@ -94,12 +97,12 @@ describe('docker-compose.yml', () => {
           assert.equal(service, 's3', `${service} sets ${name}, which is not a ferry setting`);
           continue;
         }
-        const known = name.startsWith('FERRY_AGENT_') ? agentSetting(name) : name in SETTINGS;
+        const known = name.startsWith('FERRY_AGENT_') ? agentSetting(name) : isFerrySetting(name);
         assert.ok(known, `${service} sets ${name}, which ferry does not read`);
       }
     }
     const referenced = [...readFileSync(composeFile, 'utf8').matchAll(/\$\{(\w+)/g)].map((m) => m[1]);
-    for (const name of referenced) assert.ok(name === 'PWD' || name in SETTINGS, `\${${name}} is not a ferry setting`);
+    for (const name of referenced) assert.ok(name === 'PWD' || isFerrySetting(name), `\${${name}} is not a ferry setting`);
   });
 
   it('wires the worker, agent and S3 server to each other', () => {
@@ -141,7 +144,8 @@ describe('runtime agent image contents', () => {
       const token = 't'.repeat(32);
       const child = spawn(process.execPath, [path.join(opt, 'dist', 'runtime', 'main.js')], {
         cwd: dir,
-        env: { PATH: process.env.PATH, FERRY_AGENT_ROOT: path.join(dir, 'app'), FERRY_AGENT_TOKEN: token, FERRY_AGENT_PORT: '0', FERRY_AGENT_ALLOWED_URL_PREFIXES: 'http://s3:8333/ferry/' },
+        // Code as this process's user: the image's own user (FERRY_AGENT_RUN_AS=ferry) does not exist here.
+        env: { PATH: process.env.PATH, FERRY_AGENT_ROOT: path.join(dir, 'app'), FERRY_AGENT_TOKEN: token, FERRY_AGENT_PORT: '0', FERRY_AGENT_ALLOWED_URL_PREFIXES: 'http://s3:8333/ferry/', FERRY_AGENT_RUN_AS: `${process.getuid!()}:${process.getgid!()}` },
         stdio: ['ignore', 'pipe', 'ignore'],
       });
       const [line] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];

@@ -10,8 +10,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { RegisterTaskDefinitionCommandInput } from '@aws-sdk/client-ecs';
-import { ECS_AGENT_ROOT } from '../../activities/ecsSessions';
-import { repoRoot } from '../../client/services';
+import { targetSettings } from '../../activities/targets';
+import { ECS_AGENT_ROOT, resolveEcsSettings } from '../../activities/targets/ecs';
+import { repoRoot } from '../../client/tools';
 import { resolveConfig, SETTINGS } from '../../core/config';
 import { deployTemplate } from '../support/deployTemplates';
 
@@ -49,7 +50,7 @@ describe('deploy/ templates', () => {
   const worker = deployTemplate<RegisterTaskDefinitionCommandInput>('ecs/worker-task-definition.json');
 
   it('the agent task definition is what the ECS driver starts: Fargate, awsvpc, container and port as configured, no task role, no token baked in', () => {
-    const defaults = resolveConfig({ FERRY_ECS_CLUSTER: 'c', FERRY_ECS_TASK_DEFINITION: 'ferry-agent', FERRY_ECS_SUBNETS: 'subnet-0a' }).ecs!;
+    const defaults = resolveEcsSettings(resolveConfig({ FERRY_ECS_CLUSTER: 'c', FERRY_ECS_TASK_DEFINITION: 'ferry-agent', FERRY_ECS_SUBNETS: 'subnet-0a' }).settings)!;
     assert.deepEqual(agent.requiresCompatibilities, ['FARGATE']);
     assert.equal(agent.networkMode, 'awsvpc');
     assert.equal(agent.taskRoleArn, undefined, 'blobs come by presigned URL: the agent needs no AWS permissions');
@@ -61,13 +62,19 @@ describe('deploy/ templates', () => {
     assert.equal(env.FERRY_AGENT_PORT, String(defaults.agentPort));
     assert.equal(env.FERRY_AGENT_TOKEN, undefined, 'the token is per session, passed as a container override');
     const dockerfile = readFileSync(path.join(repoRoot(), 'runtime', 'Dockerfile'), 'utf8');
-    assert.match(dockerfile, new RegExp(`--uid ${container.user!.split(':')[0]}\\b`), 'the task runs as the image user');
+    // The agent starts as root (the image's user) so that the code it runs is another user's, the one the image creates.
+    assert.equal(container.user, undefined, 'the task runs as the image user');
+    assert.doesNotMatch(dockerfile, /^USER /m, 'the image user is root');
+    assert.match(dockerfile, new RegExp(`useradd --uid \\d+ [^\\n]* ${env.FERRY_AGENT_RUN_AS} \\\\$`, 'm'), 'code runs as a user the image creates');
+    assert.match(dockerfile, new RegExp(`FERRY_AGENT_STATE_DIR=${env.FERRY_AGENT_STATE_DIR}\\b`), "the image's state folder");
+    assert.match(dockerfile, new RegExp(`install -d -m 0700 -o root -g root ${env.FERRY_AGENT_STATE_DIR}\\b`), 'made 0700 for root alone');
   });
 
   it('the worker task definition sets only real settings, and they resolve to a config that starts sessions from the agent task definition', () => {
     const [container] = worker.containerDefinitions!;
     const names = [...container.environment!.map((e) => e.name!), ...container.secrets!.map((s) => s.name!)];
-    for (const name of names) assert.ok(name in SETTINGS, `${name} is not a ferry setting`);
+    const known = new Set([...Object.keys(SETTINGS), ...targetSettings().map((s) => s.name)]);
+    for (const name of names) assert.ok(known.has(name), `${name} is not a ferry setting`);
     const env = Object.fromEntries(container.environment!.map((e) => [e.name!, e.value!]));
     const config = resolveConfig({
       ...env,
@@ -76,9 +83,10 @@ describe('deploy/ templates', () => {
       FERRY_CODEC_KEY: Buffer.alloc(32, 1).toString('base64'),
       FERRY_ECS_SECURITY_GROUPS: 'sg-0a9e',
     });
-    assert.equal(config.ecs?.taskDefinition, agent.family);
-    assert.equal(config.ecs?.containerName, agent.containerDefinitions![0].name);
-    assert.deepEqual(config.ecs?.subnets, ['subnet-0aaa', 'subnet-0bbb']);
+    const ecs = resolveEcsSettings(config.settings);
+    assert.equal(ecs?.taskDefinition, agent.family);
+    assert.equal(ecs?.containerName, agent.containerDefinitions![0].name);
+    assert.deepEqual(ecs?.subnets, ['subnet-0aaa', 'subnet-0bbb']);
     assert.ok(config.temporal.tls, 'an API key means TLS');
     assert.equal(worker.taskRoleArn, 'arn:aws:iam::123456789012:role/ferry-worker');
   });
@@ -88,7 +96,7 @@ describe('deploy/ templates', () => {
     assert.equal(policy.Version, '2012-10-17');
     const granted = new Set(policy.Statement.filter((s) => s.Effect === 'Allow').flatMap((s) => list(s.Action)));
     const activities = path.join(repoRoot(), 'activities');
-    const commands = readdirSync(activities)
+    const commands = readdirSync(activities, { recursive: true, encoding: 'utf8' })
       .filter((file) => file.endsWith('.ts'))
       .flatMap((file) => [...readFileSync(path.join(activities, file), 'utf8').matchAll(/new (\w+Command)\(/g)].map((m) => m[1]));
     assert.ok(commands.includes('RunTaskCommand') && commands.includes('PutObjectCommand'), 'the scan finds the calls');

@@ -1,22 +1,23 @@
 /** The settings for running beyond one machine: defaults, and errors naming the variable. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError, resolveConfig, SETTINGS, type SettingName } from '../../core/config';
+import { targetSettings } from '../../activities/targets';
+import { resolveEcsSettings } from '../../activities/targets/ecs';
+import { ConfigError, resolveConfig, SETTINGS } from '../../core/config';
 
-const fails = (env: Record<string, string>, variable: SettingName, message?: RegExp) =>
-  assert.throws(
-    () => resolveConfig(env),
-    (err: unknown) => err instanceof ConfigError && err.variable === variable && err.message.startsWith(`${variable}:`) && (!message || message.test(err.message)),
-  );
+const failsWith = (resolve: () => unknown, variable: string, message?: RegExp) =>
+  assert.throws(resolve, (err: unknown) => err instanceof ConfigError && err.variable === variable && err.message.startsWith(`${variable}:`) && (!message || message.test(err.message)));
+const fails = (env: Record<string, string>, variable: string, message?: RegExp) => failsWith(() => resolveConfig(env), variable, message);
+const ecsSettings = (env: Record<string, string>) => resolveEcsSettings(resolveConfig(env).settings);
+const ecsFails = (env: Record<string, string>, variable: string, message?: RegExp) => failsWith(() => ecsSettings(env), variable, message);
 
 describe('deployment settings', () => {
   it('defaults: plain connection, no ECS, no encryption, documented worker tuning', () => {
     const config = resolveConfig({});
     assert.equal(config.temporal.tls, undefined);
     assert.equal(config.temporal.apiKey, undefined);
-    assert.equal(config.ecs, undefined);
+    assert.equal(ecsSettings({}), undefined);
     assert.equal(config.codec, undefined);
-    assert.equal(config.ssm.documentName, 'AWS-RunShellScript');
     assert.deepEqual(config.worker, {
       maxCachedWorkflows: undefined,
       maxConcurrentActivities: 20,
@@ -39,7 +40,7 @@ describe('deployment settings', () => {
 
   it('ECS: cluster turns the target on; task definition and subnets are required; ids are checked', () => {
     const env = { FERRY_ECS_CLUSTER: 'ferry', FERRY_ECS_TASK_DEFINITION: 'ferry-agent:3', FERRY_ECS_SUBNETS: 'subnet-0a1, subnet-0b2', FERRY_S3_REGION: 'eu-west-1' };
-    assert.deepEqual(resolveConfig(env).ecs, {
+    assert.deepEqual(ecsSettings(env), {
       cluster: 'ferry',
       taskDefinition: 'ferry-agent:3',
       containerName: 'ferry-agent',
@@ -50,13 +51,13 @@ describe('deployment settings', () => {
       region: 'eu-west-1',
       endpoint: undefined,
     });
-    fails({ FERRY_ECS_CLUSTER: 'ferry', FERRY_ECS_SUBNETS: 'subnet-0a1' }, 'FERRY_ECS_TASK_DEFINITION');
-    fails({ FERRY_ECS_CLUSTER: 'ferry', FERRY_ECS_TASK_DEFINITION: 't' }, 'FERRY_ECS_SUBNETS');
-    fails({ ...env, FERRY_ECS_SUBNETS: 'sn-1' }, 'FERRY_ECS_SUBNETS', /"sn-1" is not a subnet id/);
-    fails({ ...env, FERRY_ECS_SECURITY_GROUPS: 'default' }, 'FERRY_ECS_SECURITY_GROUPS');
-    fails({ ...env, FERRY_ECS_AGENT_PORT: '70000' }, 'FERRY_ECS_AGENT_PORT');
-    fails({ ...env, FERRY_ECS_ASSIGN_PUBLIC_IP: 'ENABLED' }, 'FERRY_ECS_ASSIGN_PUBLIC_IP');
-    fails({ FERRY_ECS_SUBNETS: 'subnet-0a1' }, 'FERRY_ECS_SUBNETS', /without FERRY_ECS_CLUSTER/);
+    ecsFails({ FERRY_ECS_CLUSTER: 'ferry', FERRY_ECS_SUBNETS: 'subnet-0a1' }, 'FERRY_ECS_TASK_DEFINITION');
+    ecsFails({ FERRY_ECS_CLUSTER: 'ferry', FERRY_ECS_TASK_DEFINITION: 't' }, 'FERRY_ECS_SUBNETS');
+    ecsFails({ ...env, FERRY_ECS_SUBNETS: 'sn-1' }, 'FERRY_ECS_SUBNETS', /"sn-1" is not a subnet id/);
+    ecsFails({ ...env, FERRY_ECS_SECURITY_GROUPS: 'default' }, 'FERRY_ECS_SECURITY_GROUPS');
+    ecsFails({ ...env, FERRY_ECS_AGENT_PORT: '70000' }, 'FERRY_ECS_AGENT_PORT');
+    ecsFails({ ...env, FERRY_ECS_ASSIGN_PUBLIC_IP: 'ENABLED' }, 'FERRY_ECS_ASSIGN_PUBLIC_IP');
+    ecsFails({ FERRY_ECS_SUBNETS: 'subnet-0a1' }, 'FERRY_ECS_SUBNETS', /without FERRY_ECS_CLUSTER/);
   });
 
   it('worker tuning, metrics and the codec key are validated', () => {
@@ -71,7 +72,9 @@ describe('deployment settings', () => {
     fails({ FERRY_CODEC_KEY: 'not base64!' }, 'FERRY_CODEC_KEY');
   });
 
-  it('documents a default (or "required"/"none"/"unset") for every setting', () => {
-    for (const [name, doc] of Object.entries(SETTINGS)) assert.match(doc, /default|required|unset|set by/i, `${name}: ${doc}`);
+  it('documents a default (or "required"/"none"/"unset") for every setting, the target drivers\' included', () => {
+    const documented = [...Object.entries(SETTINGS), ...targetSettings().map((s) => [s.name, s.description] as const)];
+    for (const [name, doc] of documented) assert.match(doc, /default|required|unset|set by|sets it/i, `${name}: ${doc}`);
+    assert.ok(documented.some(([name]) => name === 'FERRY_ECS_CLUSTER') && documented.some(([name]) => name === 'FERRY_LOCAL_AGENT_URL'));
   });
 });

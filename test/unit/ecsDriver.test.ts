@@ -23,8 +23,9 @@ import {
 } from '@aws-sdk/client-ecs';
 import { ApplicationFailure } from '@temporalio/common';
 import { mockClient } from 'aws-sdk-client-mock';
-import { createEcsSessionDriver, startedByFor, type EcsSessionDriverDeps } from '../../activities/ecsSessions';
-import type { ProvisionRequest } from '../../activities/sessionDriver';
+import type { S3BlobStore } from '../../activities/s3BlobStore';
+import type { ProvisionRequest } from '../../activities/targets/driver';
+import { createEcsBackend, sessionToken, startedByFor, type EcsBackendDeps, type EcsTargetOptions } from '../../activities/targets/ecs';
 import { startAgent, type RunningAgent } from '../../runtime/agent';
 
 const TASK_ARN = 'arn:aws:ecs:us-east-1:123456789012:task/ferry/0123456789abcdef';
@@ -65,9 +66,16 @@ describe('ecs session driver failure paths (mocked ECS)', () => {
   const ecs = mockClient(client);
   let dir: string;
   let agent: RunningAgent;
-  const token = randomBytes(24).toString('hex');
+  const sessionSecret = randomBytes(32).toString('hex');
+  const token = sessionToken(sessionSecret, 'sess-1');
   const heartbeats: Record<string, unknown>[] = [];
-  const request: ProvisionRequest = { sessionId: 'sess-1', token, heartbeat: (details) => heartbeats.push(details) };
+  const request: ProvisionRequest<EcsTargetOptions> = {
+    sessionId: 'sess-1',
+    target: { kind: 'ecs' },
+    purpose: 'pipeline',
+    heartbeat: (details) => heartbeats.push(details),
+    signal: new AbortController().signal,
+  };
 
   before(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-ecs-unit-'));
@@ -86,11 +94,13 @@ describe('ecs session driver failure paths (mocked ECS)', () => {
   };
   beforeEach(resetMocks);
 
-  const driver = (extra: Partial<EcsSessionDriverDeps> = {}) =>
-    createEcsSessionDriver({
+  const driver = (extra: Partial<EcsBackendDeps> = {}) =>
+    createEcsBackend({
       ecs: client,
       settings,
-      blobs: { blobUrlPrefix: async () => 'http://127.0.0.1:1/ferry/blobs/' },
+      sessionSecret,
+      // Provisioning reads only the store's URL prefix (the agent's allowlist).
+      blobs: { blobUrlPrefix: async () => 'http://127.0.0.1:1/ferry/blobs/' } as unknown as S3BlobStore,
       agentUrlFor: () => agent.url,
       timing: fastTiming,
       ...extra,
@@ -257,7 +267,7 @@ describe('ecs session driver failure paths (mocked ECS)', () => {
 
   it("refuses an agent that rejects the session's token", async () => {
     ecs.on(RunTaskCommand).resolves({ tasks: [task({ lastStatus: 'RUNNING' })] });
-    await assert.rejects(driver().provision({ ...request, token: 'x'.repeat(48) }), (err: unknown) => {
+    await assert.rejects(driver({ sessionSecret: 'another worker secret, 32 characters or more' }).provision(request), (err: unknown) => {
       const failure = failureOf(err);
       assert.equal(failure.type, 'TargetUnauthorized');
       assert.equal(failure.nonRetryable, true);
@@ -268,7 +278,8 @@ describe('ecs session driver failure paths (mocked ECS)', () => {
   it('release: a task already gone is fine; a running one is stopped and waited for', async () => {
     const handle = { sessionId: 'sess-1', target: { kind: 'ecs' as const }, agentUrl: 'http://10.0.1.23:8390', bootId: 'b', root: '/app', details: { taskArn: TASK_ARN } };
     ecs.on(DescribeTasksCommand).resolves({ tasks: [], failures: [{ arn: TASK_ARN, reason: 'MISSING' }] });
-    const gone = await driver().release(handle);
+    const release = (backend: ReturnType<typeof driver>) => backend.release(handle, { removeFiles: true, signal: new AbortController().signal });
+    const gone = await release(driver());
     assert.equal(gone.released, false);
     assert.match(gone.detail, /already gone/);
     assert.equal(ecs.commandCalls(StopTaskCommand).length, 0);
@@ -279,7 +290,7 @@ describe('ecs session driver failure paths (mocked ECS)', () => {
       .resolvesOnce({ tasks: [task({ lastStatus: 'RUNNING' })] })
       .resolvesOnce({ tasks: [task({ lastStatus: 'DEPROVISIONING', desiredStatus: 'STOPPED' })] })
       .resolves({ tasks: [task({ lastStatus: 'STOPPED', desiredStatus: 'STOPPED' })] });
-    const released = await driver().release(handle);
+    const released = await release(driver());
     assert.equal(released.released, true);
     assert.equal(ecs.commandCalls(StopTaskCommand).length, 1);
   });

@@ -15,7 +15,7 @@ describe('normalizePipelineInput', () => {
   });
 
   it('names every problem of a wrong-shaped input', () => {
-    const result = normalizePipelineInput({ sessionId: '../x', target: { kind: 'k8s' }, inputs: [{ path: '' }, { s3: 'http://x' }, { path: 'a', s3: 's3://b/' }], stages: ['a', 'a'], stageIdleTimeout: 'soon' });
+    const result = normalizePipelineInput({ sessionId: '../x', target: { kind: 'K8s!' }, inputs: [{ path: '' }, { s3: 'http://x' }, { path: 'a', s3: 's3://b/' }], stages: ['a', 'a'], stageIdleTimeout: 'soon' });
     assert.ok(!result.ok);
     assert.equal(result.problems.length, 7, result.problems.join('\n'));
     assert.match(result.problems.join('\n'), /sessionId "\.\.\/x"/);
@@ -119,7 +119,7 @@ describe('pipeline carry-over (the continue-as-new argument)', () => {
     bad.state.status = 'dancing';
     bad.state.stages[1] = { name: '../x', status: 'done', executions: -1 };
     bad.state.session.agentUrl = 'file:///etc/passwd';
-    bad.state.session.target = { kind: 'k8s' };
+    bad.state.session.target = { kind: 'K8s!' };
     bad.state.inputs[0].manifestDigest = 'abc';
     bad.state.run = 1.5;
     bad.timeline.push('step');
@@ -132,7 +132,7 @@ describe('pipeline carry-over (the continue-as-new argument)', () => {
       /^state\.stages\[1\]\.status "done"/,
       /^state\.stages\[1\]\.executions must be a whole number of at least 0, got -1/,
       /^state\.session\.agentUrl must be an http\(s\) URL, got "file:\/\/\/etc\/passwd"/,
-      /^state\.session\.target \{"kind":"k8s"\}/,
+      /^state\.session\.target\.kind "K8s!" must be a target kind/,
       /^state\.inputs\[0\]\.manifestDigest must be a sha256 hex digest, got "abc"/,
       /^state\.run must be a whole number of at least 0, got 1\.5/,
       /^timeline\[1\] must be an object with string "step" and "startedAt"/,

@@ -2,16 +2,19 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { test, type TestContext } from 'node:test';
-import type { AgentError, AgentHealth, ExecResult, LandFile, LandStreamEvent, ListFilesStreamEvent } from '../../core/agentProtocol';
+import { AGENT_API_VERSION, type AgentError, type AgentHealth, type LandFile, type LandStreamEvent, type ListFilesStreamEvent, type ProcessStatus, type RemoveResult, type StopProcessResult } from '../../core/agentProtocol';
+import { PACK_TARGET_BYTES, planPacks } from '../../core/packs';
 import { chunksOf } from '../support/fixtures';
 import { startAgent, type RunningAgent } from '../../runtime/agent';
+import { ByteBudget, readJsonBody, sendFailure, sendJson } from '../../runtime/http';
+import { toAgentFailure } from '../../runtime/failure';
 import type { AgentLogger } from '../../runtime/log';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -21,19 +24,26 @@ function sha256(body: Buffer): string {
   return createHash('sha256').update(body).digest('hex');
 }
 
+/** This process's user, as FERRY_AGENT_RUN_AS names it. */
+const ownUser = () => `${process.getuid!()}:${process.getgid!()}`;
+
 async function tempDir(t: TestContext, label: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), `ferry-agent-test-${label}-`));
   t.after(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
 
-/** A blob store stand-in: serves `/ferry/<name>` bodies and records every request path. */
+/** A blob store stand-in: serves `/ferry/<name>` bodies (byte ranges too, as S3 does) and records every request path. */
 interface BlobServer {
   prefix: string;
   port: number;
   requests: string[];
+  /** The Range header of each request, in order ('' for none). */
+  ranges: string[];
   /** Serves `body` under `name` and returns its URL. */
   put(name: string, body: Buffer): string;
+  /** Answer every request with the whole body (200), as a server that ignores Range does. */
+  ignoreRanges: boolean;
 }
 
 async function listenLocally(t: TestContext, server: Server): Promise<number> {
@@ -49,26 +59,37 @@ async function listenLocally(t: TestContext, server: Server): Promise<number> {
 async function startBlobServer(t: TestContext): Promise<BlobServer> {
   const bodies = new Map<string, Buffer>();
   const requests: string[] = [];
+  const ranges: string[] = [];
   const server = createServer((req, res) => {
     requests.push(req.url ?? '');
+    ranges.push(req.headers.range ?? '');
     const body = bodies.get(req.url ?? '');
     if (!body) {
       res.writeHead(404).end('no such blob');
+      return;
+    }
+    const range = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+    if (range && !stand.ignoreRanges) {
+      const part = body.subarray(Number(range[1]), Number(range[2]) + 1);
+      res.writeHead(206, { 'content-length': part.length, 'content-range': `bytes ${range[1]}-${Number(range[1]) + part.length - 1}/${body.length}` }).end(part);
       return;
     }
     res.writeHead(200, { 'content-length': body.length }).end(body);
   });
   const port = await listenLocally(t, server);
   const prefix = `http://127.0.0.1:${port}/ferry/`;
-  return {
+  const stand: BlobServer = {
     prefix,
     port,
     requests,
+    ranges,
+    ignoreRanges: false,
     put(name, body) {
       bodies.set(`/ferry/${name}`, body);
       return prefix + name;
     },
   };
+  return stand;
 }
 
 /** A server no request may ever reach. */
@@ -166,7 +187,7 @@ test('health answers with a bootId that changes on every start', async (t) => {
   assert.equal(response.status, 200);
   const health = (await response.json()) as AgentHealth;
   assert.equal(health.ok, true);
-  assert.equal(health.apiVersion, 1);
+  assert.equal(health.apiVersion, AGENT_API_VERSION);
   assert.equal(health.bootId, agent.bootId);
   assert.ok(!Number.isNaN(Date.parse(health.startedAt)));
 
@@ -184,8 +205,12 @@ test('every endpoint answers 401 without the right token', async (t) => {
     ['GET', '/v1/health', undefined],
     ['POST', '/v1/land', { dir: 'data', files }],
     ['POST', '/v1/files', { dir: 'data' }],
-    ['POST', '/v1/exec', { executionId: 'unauthorised', command: ['touch', join(root, 'ran')], timeoutSeconds: 5 }],
-    ['GET', '/v1/logs/unauthorised/stdout', undefined],
+    ['POST', '/v1/processes', { processId: 'unauthorised', command: ['touch', join(root, 'ran')], timeoutSeconds: 5 }],
+    ['GET', '/v1/processes/unauthorised', undefined],
+    ['GET', '/v1/processes/unauthorised/stdout', undefined],
+    ['POST', '/v1/processes/unauthorised/stop', { graceSeconds: 1 }],
+    ['POST', '/v1/dirs', { dirs: ['made'] }],
+    ['POST', '/v1/remove', { paths: ['data'] }],
     ['GET', '/v1/no-such-route', undefined],
   ];
   for (const token of [null, 'wrong-token-0123456789abcdef', TOKEN + 'x', '']) {
@@ -355,7 +380,7 @@ test('a prefix without a path does not admit look-alike hosts', async (t) => {
   assert.deepEqual(trap.hits, []);
 });
 
-test('symlinks inside the root are not followed by land or files', async (t) => {
+test('symlinks inside the root are not followed by land or files: files lists each by its text', async (t) => {
   const { agent, root, blobs } = await setup(t);
   const outside = await tempDir(t, 'outside');
   await writeFile(join(outside, 'secret.txt'), 'secret');
@@ -376,16 +401,18 @@ test('symlinks inside the root are not followed by land or files', async (t) => 
 
   const listDirError = await errorOf(await call(agent, 'POST', '/v1/files', { dir: 'data' }), 400);
   assert.equal(listDirError.type, 'UnsafePath');
+  // Links are listed as link entries: their text and its hash, never what they point to.
+  const asEntries = (events: ListFilesStreamEvent[]) => events.flatMap((e) => (e.type === 'file' ? [[e.path, e.link ?? null, e.sha256, e.size, e.mode.toString(8)]] : []));
+  const text = (link: string) => Buffer.from(link);
+  const linkToSecret = join(outside, 'secret.txt');
   const listed = await ndjson<ListFilesStreamEvent>(await call(agent, 'POST', '/v1/files', { dir: 'proj' }));
-  assert.deepEqual(
-    listed.filter((e) => e.type === 'file').map((e) => e.type === 'file' && e.path),
-    ['real.txt'],
-  );
+  assert.deepEqual(asEntries(listed), [
+    ['link.txt', linkToSecret, sha256(text(linkToSecret)), text(linkToSecret).length, '777'],
+    ['real.txt', null, sha256(Buffer.from('real')), 4, '644'],
+    ['sub', outside, sha256(text(outside)), text(outside).length, '777'],
+  ]);
   const selected = await ndjson<ListFilesStreamEvent>(await call(agent, 'POST', '/v1/files', { dir: 'proj', paths: ['sub/secret.txt', 'link.txt', 'real.txt'] }));
-  assert.deepEqual(
-    selected.filter((e) => e.type === 'file').map((e) => e.type === 'file' && e.path),
-    ['real.txt'],
-  );
+  assert.deepEqual(asEntries(selected), asEntries(listed).slice(0, 2), 'a path through a link is not there; the link itself is');
 
   // A symlink at the final path is replaced by the file, not written through.
   const replaced = finalEvent(await land(agent, 'proj', [{ ...file, path: 'link.txt' }]));
@@ -393,6 +420,44 @@ test('symlinks inside the root are not followed by land or files', async (t) => 
   assert.equal(await readFile(join(outside, 'secret.txt'), 'utf8'), 'secret');
   assert.ok((await lstat(join(root, 'proj/link.txt'))).isFile());
   assert.equal(await readFile(join(root, 'proj/link.txt'), 'utf8'), 'payload');
+});
+
+test('a link entry lands as a symlink with its text, replacing a file or another link without following either, and lists as it landed', async (t) => {
+  const { agent, root, blobs } = await setup(t);
+  const outside = await tempDir(t, 'outside');
+  await writeFile(join(outside, 'secret.txt'), 'secret');
+  const linkEntry = (path: string, text: string): LandFile => ({ path, size: Buffer.byteLength(text), mode: 0o777, sha256: sha256(Buffer.from(text)), link: text });
+  const data = join(root, 'data');
+  await mkdir(data);
+  // What is at the final paths before: a file, a link elsewhere, and nothing.
+  await writeFile(join(data, 'was-file'), 'old');
+  await symlink(join(outside, 'secret.txt'), join(data, 'was-link'));
+  const entries = [linkEntry('new', '../elsewhere/x'), linkEntry('was-file', 'new-target'), linkEntry('was-link', join(outside, 'secret.txt') + '.other'), linkEntry('sub/abs', outside)];
+
+  const result = finalEvent(await land(agent, 'data', entries));
+  assert.deepEqual(result.type === 'result' && [result.filesLanded, result.filesAlreadyPresent, result.bytesDownloaded], [4, 0, 0]);
+  for (const entry of entries) {
+    const at = join(data, entry.path);
+    assert.ok((await lstat(at)).isSymbolicLink(), entry.path);
+    assert.equal(await readlink(at), entry.link);
+  }
+  assert.deepEqual(await readdir(outside), ['secret.txt'], 'nothing was written through a link');
+  assert.equal(await readFile(join(outside, 'secret.txt'), 'utf8'), 'secret');
+  assert.deepEqual(blobs.requests, [], 'a link fetches no blob');
+
+  const again = finalEvent(await land(agent, 'data', entries));
+  assert.deepEqual(again.type === 'result' && [again.filesLanded, again.filesAlreadyPresent], [0, 4]);
+
+  const listed = await ndjson<ListFilesStreamEvent>(await call(agent, 'POST', '/v1/files', { dir: 'data' }));
+  const asEntry = (e: ListFilesStreamEvent) => (e.type === 'file' ? { path: e.path, size: e.size, mode: e.mode, sha256: e.sha256, link: e.link } : undefined);
+  assert.deepEqual(listed.map(asEntry).filter(Boolean), [...entries].sort((a, b) => (a.path < b.path ? -1 : 1)));
+
+  // A file landed through a landed link is refused, and a link with the wrong hash is not landed.
+  const [through] = landFilesFor(blobs, [{ path: 'sub/abs/inside.txt', body: Buffer.from('x'), mode: 0o644 }]);
+  assert.equal((await errorOf(await call(agent, 'POST', '/v1/land', { dir: 'data', files: [through] }), 400)).type, 'UnsafePath');
+  const forged = { ...linkEntry('forged', 'a'), sha256: sha256(Buffer.from('b')) };
+  assert.equal((await errorOf(await call(agent, 'POST', '/v1/land', { dir: 'data', files: [forged] }), 400)).type, 'InvalidInput');
+  assert.deepEqual(await readdir(outside), ['secret.txt']);
 });
 
 test('files lists what is on disk with fresh hashes, sorted, and respects paths', async (t) => {
@@ -434,88 +499,214 @@ test('files lists what is on disk with fresh hashes, sorted, and respects paths'
   assert.deepEqual(finalEvent(missing), { type: 'result', bootId: agent.bootId, filesListed: 0, bytesListed: 0 });
 });
 
-function exec(agent: RunningAgent, body: Record<string, unknown>): Promise<Response> {
-  return call(agent, 'POST', '/v1/exec', { timeoutSeconds: 30, ...body });
+function startProcess(agent: RunningAgent, body: Record<string, unknown>): Promise<Response> {
+  return call(agent, 'POST', '/v1/processes', { timeoutSeconds: 30, ...body });
 }
 
-async function execResult(agent: RunningAgent, body: Record<string, unknown>): Promise<ExecResult> {
-  const response = await exec(agent, body);
+async function processStatus(agent: RunningAgent, body: Record<string, unknown>): Promise<ProcessStatus> {
+  const response = await startProcess(agent, body);
   assert.equal(response.status, 200);
-  return (await response.json()) as ExecResult;
+  return (await response.json()) as ProcessStatus;
 }
 
-test('exec returns the exit code and output tails, and serves the full logs', async (t) => {
+/** The status once the process ended (long-polling, as the worker does). */
+async function ended(agent: RunningAgent, processId: string): Promise<ProcessStatus> {
+  for (;;) {
+    const status = (await (await call(agent, 'GET', `/v1/processes/${processId}?waitMs=5000`)).json()) as ProcessStatus;
+    if (status.state !== 'running') return status;
+  }
+}
+
+test('a process runs once with its cwd and env; its status carries the exit code and output tails, and its logs are served by range', async (t) => {
   const { agent, root } = await setup(t);
   const script = "process.stdout.write('x'.repeat(5000) + 'END'); process.stderr.write('oops ' + process.env.GREETING + ' ' + process.cwd()); process.exit(3)";
-  const result = await execResult(agent, { executionId: 'run-1', command: [process.execPath, '-e', script], cwd: 'work/dir', env: { GREETING: 'hi' } });
-  assert.equal(result.executionId, 'run-1');
-  assert.equal(result.bootId, agent.bootId);
-  assert.equal(result.exitCode, 3);
-  assert.equal(result.signal, null);
-  assert.equal(result.timedOut, false);
-  assert.equal(result.stdoutBytes, 5003);
-  assert.equal(result.stdoutTail.length, 4096);
-  assert.ok(result.stdoutTail.endsWith('xEND'));
-  assert.equal(result.stderrTail, `oops hi ${join(root, 'work/dir')}`);
-  assert.equal(result.stdoutPath, '.ferry-agent/exec/run-1/stdout.log');
+  const started = await processStatus(agent, { processId: 'run-1', command: [process.execPath, '-e', script], cwd: 'work/dir', env: { GREETING: 'hi' }, waitMs: 10_000 });
+  assert.equal(started.processId, 'run-1');
+  assert.equal(started.started, true);
+  assert.equal(started.bootId, agent.bootId);
+  assert.equal(started.state, 'exited', 'waitMs answers once a short command ended');
+  assert.equal(started.exitCode, 3);
+  assert.equal(started.signal, null);
+  assert.equal(started.timedOut, false);
+  assert.equal(started.stdoutBytes, 5003);
+  assert.equal(started.stdoutTail.length, 4096);
+  assert.ok(started.stdoutTail.endsWith('xEND'));
+  assert.equal(started.stderrTail, `oops hi ${join(root, 'work/dir')}`);
 
-  const stdout = await call(agent, 'GET', '/v1/logs/run-1/stdout');
+  const stdout = await call(agent, 'GET', '/v1/processes/run-1/stdout');
   assert.equal(stdout.status, 200);
   assert.equal(await stdout.text(), 'x'.repeat(5000) + 'END');
-  assert.equal((await errorOf(await call(agent, 'GET', '/v1/logs/never-ran/stdout'), 404)).type, 'InvalidInput');
-  assert.equal((await call(agent, 'GET', '/v1/logs/run-1/other')).status, 404);
+  const range = await call(agent, 'GET', '/v1/processes/run-1/stdout?offset=4998&length=4');
+  assert.equal(await range.text(), 'xxEN');
+  const past = await call(agent, 'GET', '/v1/processes/run-1/stdout?offset=9000');
+  assert.equal(await past.text(), '');
+  assert.equal((await errorOf(await call(agent, 'GET', '/v1/processes/never-ran/stdout'), 404)).type, 'InvalidInput');
+  assert.equal((await errorOf(await call(agent, 'GET', '/v1/processes/never-ran'), 404)).type, 'InvalidInput');
+  assert.equal((await call(agent, 'GET', '/v1/processes/run-1/other')).status, 404);
 });
 
-test('exec of a missing program answers exit code 127 with the error', async (t) => {
+test('a detached process is followed while it runs: running status, growing log, combined output in order', async (t) => {
   const { agent } = await setup(t);
-  const result = await execResult(agent, { executionId: 'missing', command: ['/no/such/program'] });
+  const first = await processStatus(agent, { processId: 'train', command: ['sh', '-c', 'echo one; echo two >&2; sleep 30'], output: 'combined' });
+  assert.equal(first.state, 'running');
+  assert.ok(first.pid !== null && first.pid > 0);
+  let status = first;
+  while (status.stdoutBytes < 8) status = (await (await call(agent, 'GET', '/v1/processes/train?waitMs=200')).json()) as ProcessStatus;
+  assert.equal(status.state, 'running');
+  assert.equal(status.stdoutTail, 'one\ntwo\n', 'stderr went into the same log, in order');
+  assert.equal(status.stderrBytes, 0);
+  const stopped = (await (await call(agent, 'POST', '/v1/processes/train/stop', { graceSeconds: 5 })).json()) as StopProcessResult;
+  assert.equal(stopped.signal, 'TERM');
+  assert.equal(stopped.status.state, 'exited');
+  assert.equal(stopped.status.signal, 'SIGTERM');
+  const again = (await (await call(agent, 'POST', '/v1/processes/train/stop', { graceSeconds: 5 })).json()) as StopProcessResult;
+  assert.equal(again.signal, 'none');
+});
+
+test('stop escalates to SIGKILL after the grace period for a command that ignores SIGTERM', async (t) => {
+  const { agent } = await setup(t);
+  await processStatus(agent, { processId: 'stubborn', command: ['sh', '-c', "trap '' TERM; echo ready; while :; do sleep 0.1; done"] });
+  let status: ProcessStatus;
+  do status = (await (await call(agent, 'GET', '/v1/processes/stubborn?waitMs=200')).json()) as ProcessStatus;
+  while (status.stdoutBytes === 0);
+  const stopped = (await (await call(agent, 'POST', '/v1/processes/stubborn/stop', { graceSeconds: 0.5 })).json()) as StopProcessResult;
+  assert.equal(stopped.signal, 'KILL');
+  assert.equal(stopped.status.signal, 'SIGKILL');
+});
+
+test('a missing program exits 127 with the error', async (t) => {
+  const { agent } = await setup(t);
+  const started = await processStatus(agent, { processId: 'missing', command: ['/no/such/program'] });
+  const result = await ended(agent, started.processId);
   assert.equal(result.exitCode, 127);
   assert.match(result.stderrTail, /ENOENT/);
 });
 
-test('exec kills a command that outlives its timeout', async (t) => {
+test('a command that outlives its timeout is killed with its process group', async (t) => {
   const { agent } = await setup(t);
-  const started = Date.now();
-  const result = await execResult(agent, { executionId: 'sleepy', command: ['sleep', '30'], timeoutSeconds: 1 });
+  await processStatus(agent, { processId: 'sleepy', command: ['sh', '-c', 'sleep 30 & sleep 30'], timeoutSeconds: 1 });
+  const result = await ended(agent, 'sleepy');
   assert.equal(result.timedOut, true);
   assert.equal(result.signal, 'SIGKILL');
   assert.equal(result.exitCode, null);
-  assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
 });
 
-test('a repeated executionId does not run the command again', async (t) => {
+test('a repeated processId never starts the command again, not even after the agent restarted', async (t) => {
   const { agent, root } = await setup(t);
-  const request = { executionId: 'once', command: ['sh', '-c', 'sleep 0.3; echo ran >> marker; echo done'] };
-  const [first, concurrent] = await Promise.all([execResult(agent, request), execResult(agent, request)]);
-  const later = await execResult(agent, request);
-  assert.equal(first.stdoutTail, 'done\n');
-  assert.deepEqual(concurrent, first);
-  assert.deepEqual(later, first);
+  const request = { processId: 'once', command: ['sh', '-c', 'sleep 0.3; echo ran >> marker; echo done'], waitMs: 10_000 };
+  const [first, concurrent] = await Promise.all([processStatus(agent, request), processStatus(agent, request)]);
+  const later = await processStatus(agent, request);
+  assert.deepEqual([first.started, concurrent.started, later.started].sort(), [false, false, true], 'one request started it');
+  for (const status of [first, concurrent, later]) {
+    assert.equal(status.state, 'exited');
+    assert.equal(status.stdoutTail, 'done\n');
+  }
   assert.equal(await readFile(join(root, 'marker'), 'utf8'), 'ran\n');
 
-  // The saved result outlives the agent process.
+  // The record outlives the agent process.
+  await agent.close();
   const restarted = await startAgent({ root, token: TOKEN, allowedUrlPrefixes: ['http://127.0.0.1/'], log: silentLog });
   t.after(() => restarted.close());
-  assert.deepEqual(await execResult(restarted, request), first);
+  const replayed = await processStatus(restarted, request);
+  assert.equal(replayed.started, false);
+  assert.equal(replayed.exitCode, 0);
   assert.equal(await readFile(join(root, 'marker'), 'utf8'), 'ran\n');
 });
 
-test('exec refuses bad ids, commands and working directories', async (t) => {
+test('a record an earlier boot left counts only with its signature: rewritten, or read by an agent with another token, the process is "lost"', async (t) => {
+  const { agent, root } = await setup(t);
+  for (const processId of ['kept', 'rewritten']) assert.equal((await processStatus(agent, { processId, command: ['sh', '-c', 'exit 3'], waitMs: 10_000 })).exitCode, 3);
+  await agent.close();
+  // What code run as the agent's own user could do to the state folder: claim success.
+  const record = join(root, '.ferry-agent', 'processes', 'rewritten', 'result.json');
+  await writeFile(record, (await readFile(record, 'utf8')).replace('"exitCode":3', '"exitCode":0'));
+
+  const next = await startAgent({ root, token: TOKEN, allowedUrlPrefixes: ['http://127.0.0.1/'], log: silentLog });
+  t.after(() => next.close());
+  const kept = await processStatus(next, { processId: 'kept', command: ['true'] });
+  assert.deepEqual([kept.state, kept.exitCode, kept.started], ['exited', 3, false], 'an untouched record is the process as it ended');
+  const rewritten = await processStatus(next, { processId: 'rewritten', command: ['true'] });
+  assert.deepEqual([rewritten.state, rewritten.exitCode, rewritten.started], ['lost', null, false], 'a rewritten record is not believed, and the process is not run again');
+  await next.close();
+
+  const otherToken = await startAgent({ root, token: `${TOKEN}-other`, allowedUrlPrefixes: ['http://127.0.0.1/'], log: silentLog });
+  t.after(() => otherToken.close());
+  const foreign = await fetch(`${otherToken.url}/v1/processes/kept`, { headers: { authorization: `Bearer ${TOKEN}-other` } });
+  assert.equal(((await foreign.json()) as ProcessStatus).state, 'lost', 'the key comes from the token');
+});
+
+test('a process whose agent was killed before it ended is "lost" to the next agent, never started again', async (t) => {
+  const root = await tempDir(t, 'lost');
+  const mainScript = join(__dirname, '../../runtime/main.js');
+  const child = spawn(process.execPath, [mainScript], {
+    // Code as the agent's own user even when the tests run as root: this is about the agent's records, not users.
+    env: { ...process.env, FERRY_AGENT_ROOT: root, FERRY_AGENT_TOKEN: TOKEN, FERRY_AGENT_ALLOWED_URL_PREFIXES: 'http://127.0.0.1:1/ferry/', FERRY_AGENT_RUN_AS: ownUser() },
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  t.after(() => child.kill('SIGKILL'));
+  const [line] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
+  const { url } = JSON.parse(line) as { url: string };
+  const request = { processId: 'interrupted', command: ['sh', '-c', 'echo started >> marker; sleep 30'], timeoutSeconds: 60 };
+  const first = (await (await fetch(`${url}/v1/processes`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify(request) })).json()) as ProcessStatus;
+  assert.equal(first.started, true);
+  t.after(() => {
+    // The agent died without stopping it: the orphan is this test's to end.
+    try {
+      if (first.pid) process.kill(-first.pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  });
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  const next = await startAgent({ root, token: TOKEN, allowedUrlPrefixes: ['http://127.0.0.1/'], log: silentLog });
+  t.after(() => next.close());
+  const lost = await processStatus(next, request);
+  assert.equal(lost.started, false);
+  assert.equal(lost.state, 'lost');
+  assert.equal(lost.exitCode, null);
+  assert.equal(await readFile(join(root, 'marker'), 'utf8'), 'started\n', 'it ran once');
+});
+
+test('the agent refuses bad process ids, commands, working directories and waits', async (t) => {
   const { agent, root } = await setup(t);
   const bad: [Record<string, unknown>, string][] = [
-    [{ executionId: '..', command: ['true'] }, 'InvalidInput'],
-    [{ executionId: 'a/b', command: ['true'] }, 'InvalidInput'],
-    [{ executionId: 'x'.repeat(129), command: ['true'] }, 'InvalidInput'],
-    [{ executionId: 'ok', command: [] }, 'InvalidInput'],
-    [{ executionId: 'ok', command: 'true' }, 'InvalidInput'],
-    [{ executionId: 'ok', command: ['true'], timeoutSeconds: 0 }, 'InvalidInput'],
-    [{ executionId: 'ok', command: ['true'], cwd: '../up' }, 'UnsafePath'],
-    [{ executionId: 'ok', command: ['true'], cwd: '.ferry-agent' }, 'UnsafePath'],
+    [{ processId: '..', command: ['true'] }, 'InvalidInput'],
+    [{ processId: 'a/b', command: ['true'] }, 'InvalidInput'],
+    [{ processId: 'x'.repeat(129), command: ['true'] }, 'InvalidInput'],
+    [{ processId: 'ok', command: [] }, 'InvalidInput'],
+    [{ processId: 'ok', command: 'true' }, 'InvalidInput'],
+    [{ processId: 'ok', command: ['true'], timeoutSeconds: 0 }, 'InvalidInput'],
+    [{ processId: 'ok', command: ['true'], output: 'both' }, 'InvalidInput'],
+    [{ processId: 'ok', command: ['true'], waitMs: 60_000 }, 'InvalidInput'],
+    [{ processId: 'ok', command: ['true'], cwd: '../up' }, 'UnsafePath'],
+    [{ processId: 'ok', command: ['true'], cwd: '.ferry-agent' }, 'UnsafePath'],
   ];
   for (const [body, type] of bad) {
-    assert.equal((await errorOf(await exec(agent, body), 400)).type, type, JSON.stringify(body));
+    assert.equal((await errorOf(await startProcess(agent, body), 400)).type, type, JSON.stringify(body));
   }
+  assert.equal((await errorOf(await call(agent, 'GET', '/v1/processes/ok?waitMs=-1'), 400)).type, 'InvalidInput');
   assert.deepEqual(await treeOf(root), []);
+});
+
+test('dirs are created and removed inside the root only, never through a link; removing a folder stops the processes running in it', async (t) => {
+  const { agent, root } = await setup(t);
+  const outside = await tempDir(t, 'remove-outside');
+  await writeFile(join(outside, 'keep.txt'), 'outside');
+  assert.equal((await call(agent, 'POST', '/v1/dirs', { dirs: ['sessions/s1/data', 'sessions/s1/work'] })).status, 200);
+  await symlink(outside, join(root, 'sessions/s1/link'));
+  for (const path of ['../x', '/tmp', '', '.ferry-agent']) {
+    assert.equal((await errorOf(await call(agent, 'POST', '/v1/remove', { paths: [path] }), 400)).type, 'UnsafePath', path);
+    assert.equal((await errorOf(await call(agent, 'POST', '/v1/dirs', { dirs: [path] }), 400)).type, 'UnsafePath', path);
+  }
+  assert.equal((await errorOf(await call(agent, 'POST', '/v1/remove', { paths: ['sessions/s1/link/keep.txt'] }), 400)).type, 'UnsafePath', 'a path through a link is refused');
+  assert.equal((await errorOf(await call(agent, 'POST', '/v1/dirs', { dirs: ['sessions/s1/link/made'] }), 400)).type, 'UnsafePath');
+  await processStatus(agent, { processId: 'inside', command: ['sleep', '30'], cwd: 'sessions/s1/work' });
+  const removed = (await (await call(agent, 'POST', '/v1/remove', { paths: ['sessions/s1', 'sessions/never'] })).json()) as RemoveResult;
+  assert.deepEqual(removed, { bootId: agent.bootId, removed: 1, processesStopped: 1 });
+  assert.equal((await ended(agent, 'inside')).signal, 'SIGKILL');
+  assert.deepEqual(await treeOf(join(root, 'sessions')), []);
+  assert.equal(await readFile(join(outside, 'keep.txt'), 'utf8'), 'outside', 'the link was removed, not followed');
 });
 
 test('unknown routes, wrong methods, bad JSON and oversized bodies are refused', async (t) => {
@@ -559,12 +750,12 @@ test('main prints one listening line, serves, and exits on SIGTERM; bad settings
   const health = (await (await fetch(listening.url + '/v1/health', { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as AgentHealth;
   assert.equal(health.bootId, listening.bootId);
   // The token is not handed down to commands.
-  const envDump = await fetch(listening.url + '/v1/exec', {
+  const envDump = await fetch(listening.url + '/v1/processes', {
     method: 'POST',
     headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ executionId: 'env', command: [process.execPath, '-e', 'process.stdout.write(String(process.env.FERRY_AGENT_TOKEN))'], timeoutSeconds: 10 }),
+    body: JSON.stringify({ processId: 'env', command: [process.execPath, '-e', 'process.stdout.write(String(process.env.FERRY_AGENT_TOKEN))'], timeoutSeconds: 10, waitMs: 10_000 }),
   });
-  assert.equal(((await envDump.json()) as ExecResult).stdoutTail, 'undefined');
+  assert.equal(((await envDump.json()) as ProcessStatus).stdoutTail, 'undefined');
   child.kill('SIGTERM');
   const [code] = (await once(child, 'exit')) as [number | null];
   assert.equal(code, 0);
@@ -586,6 +777,91 @@ test('main prints one listening line, serves, and exits on SIGTERM; bad settings
     assert.match(stderr, new RegExp(variable));
     assert.equal(stderr.trim().split('\n').length, 1);
   }
+});
+
+test('FERRY_AGENT_TOKEN_FILE: the agent deletes the file once read, and code it runs finds the token neither there nor in /proc/<agent pid>/environ', async (t) => {
+  const root = await tempDir(t, 'token-file');
+  const secrets = await tempDir(t, 'token-secrets');
+  const tokenFile = join(secrets, 'agent-token');
+  await writeFile(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+  const mainScript = join(__dirname, '../../runtime/main.js');
+  const { FERRY_AGENT_TOKEN: _unused, ...inherited } = process.env;
+  // Code as the agent's own user even when the tests run as root: the one case where it could read the agent's /proc.
+  const env = { ...inherited, FERRY_AGENT_ROOT: root, FERRY_AGENT_TOKEN_FILE: tokenFile, FERRY_AGENT_ALLOWED_URL_PREFIXES: 'http://127.0.0.1:1/ferry/', FERRY_AGENT_RUN_AS: ownUser() };
+  const child = spawn(process.execPath, [mainScript], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  const [line] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
+  const { url } = JSON.parse(line) as { url: string };
+  await assert.rejects(stat(tokenFile), { code: 'ENOENT' }, 'the token file is gone');
+
+  // The command is the agent's child: its parent's environ is the agent's, as the agent was started.
+  const readEnviron = `process.stdout.write(require('fs').readFileSync('/proc/' + process.ppid + '/environ', 'utf8').split('\\0').join('\\n'))`;
+  const answer = await fetch(url + '/v1/processes', {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ processId: 'environ', command: [process.execPath, '-e', readEnviron], timeoutSeconds: 10, waitMs: 10_000 }),
+  });
+  assert.equal(answer.status, 200, 'the token read from the file authorizes requests');
+  const result = (await answer.json()) as ProcessStatus;
+  assert.equal(result.exitCode, 0, result.stderrTail);
+  assert.match(result.stdoutTail, new RegExp(`^FERRY_AGENT_ROOT=${root}$`, 'm'), "the command read the agent's environ");
+  assert.ok(!result.stdoutTail.includes(TOKEN), 'the token is not in it');
+  assert.ok(!result.stdoutTail.includes(TOKEN.slice(0, 12)), 'nor any part of it');
+
+  const missing = spawn(process.execPath, [mainScript], { env: { ...env, FERRY_AGENT_TOKEN_FILE: join(secrets, 'no-such-file') }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  missing.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const [code] = (await once(missing, 'exit')) as [number | null];
+  assert.equal(code, 2);
+  assert.match(stderr, /FERRY_AGENT_TOKEN_FILE: cannot read .*no-such-file.*ENOENT/);
+});
+
+test('request bodies share one byte budget: over it a body is refused with 503 and retry-after before it is read, and its bytes come back once answered', async (t) => {
+  const budget = new ByteBudget(100);
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let holdRead: () => void = () => undefined;
+  const holding = new Promise<void>((resolve) => (holdRead = resolve));
+  const server = createServer((req, res) => {
+    readJsonBody(req, res, budget).then(
+      async (body) => {
+        if ((body as { hold?: boolean }).hold) {
+          holdRead();
+          await held;
+        }
+        sendJson(res, 200, { inUse: budget.inUse });
+      },
+      (err: unknown) => sendFailure(res, toAgentFailure(err)),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => server.close());
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const send = (body: object, chunked = false) =>
+    new Promise<{ status: number; retryAfter?: string; text: string }>((resolve, reject) => {
+      const text = JSON.stringify(body);
+      const req = httpRequest(url, { method: 'POST', headers: chunked ? {} : { 'content-length': Buffer.byteLength(text) } }, (res) => {
+        let answer = '';
+        res.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'], text: answer }));
+      });
+      req.on('error', reject);
+      req.end(text);
+    });
+
+  const holder = send({ hold: true, pad: 'x'.repeat(50) });
+  await holding;
+  for (const chunked of [false, true]) {
+    const refused = await send({ pad: 'y'.repeat(50) }, chunked);
+    assert.equal(refused.status, 503, refused.text);
+    assert.equal(refused.retryAfter, '1');
+    assert.match(refused.text, /TargetUnavailable/);
+  }
+  assert.equal((await send({ small: 1 })).status, 200, 'a body that fits is served meanwhile');
+  release();
+  assert.equal((await holder).status, 200);
+  const last = { pad: 'z'.repeat(50) };
+  assert.deepEqual(JSON.parse((await send(last)).text), { inUse: JSON.stringify(last).length }, 'the held bytes came back: only this body is counted');
 });
 
 test('at start the agent removes the temp files of landings an earlier process left, and nothing else', async (t) => {
@@ -638,7 +914,7 @@ test('a chunked file lands from its chunks; its next version reuses the chunks a
   assert.equal(downloaded + (delta.bytesReused ?? 0), second.length);
   // A new chunk whose bytes the old file holds at the same offset is copied too, so at most the new chunks are fetched.
   const fetched = blobs.requests.slice(fetchedBefore);
-  const newUrls = new Set(newChunks.map((chunk) => new URL(chunk.url).pathname));
+  const newUrls = new Set(newChunks.map((chunk) => new URL(chunk.url!).pathname));
   assert.ok(fetched.length >= 1 && fetched.every((request) => newUrls.has(request)), 'only changed chunks were fetched');
   assert.ok(downloaded <= newChunks.reduce((sum, c) => sum + c.size, 0));
   assert.ok(downloaded <= 5 << 20, `${downloaded} bytes downloaded for a 1 MiB edit`);
@@ -673,13 +949,144 @@ test('a land entry needs exactly one of url and chunks, and every chunk URL must
   const body = randomBytes(9 << 20);
   const file = chunkedLandFile(blobs, 'big.bin', body);
   const both = await errorOf(await call(agent, 'POST', '/v1/land', { dir: 'data', files: [{ ...file, url: file.chunks![0].url }] }), 400);
-  assert.match(both.message, /needs either url or chunks/);
+  assert.match(both.message, /needs exactly one of url, pack or chunks/);
   const outside = { ...file, chunks: file.chunks!.map((c, i) => (i === 2 ? { ...c, url: 'http://127.0.0.1:1/elsewhere' } : c)) };
   const refused = await errorOf(await call(agent, 'POST', '/v1/land', { dir: 'data', files: [outside] }), 400);
   assert.equal(refused.type, 'UrlNotAllowed');
   const short = { ...file, chunks: file.chunks!.slice(1) };
   const wrongTotal = await errorOf(await call(agent, 'POST', '/v1/land', { dir: 'data', files: [short] }), 400);
   assert.match(wrongTotal.message, /chunks add up to/);
+  assert.deepEqual(blobs.requests, []);
+});
+
+/** Bodies written into packs of up to `packBytes` as the worker packs them (core/packs planPacks), served by the stand-in; returns each body's place. */
+function packBodies(blobs: BlobServer, bodies: Buffer[], packBytes = PACK_TARGET_BYTES, name = 'pack'): { packs: string[]; placeOf: (body: Buffer) => { pack: number; offset: number } } {
+  const places = new Map<string, { pack: number; offset: number }>();
+  const unique = [...new Map(bodies.map((body) => [sha256(body), body])).values()];
+  const packs = planPacks(unique.map((body) => ({ sha256: sha256(body), size: body.length, body })), packBytes).map((pack, index) => {
+    let offset = 0;
+    for (const blob of pack) {
+      places.set(blob.sha256, { pack: index, offset });
+      offset += blob.size;
+    }
+    return blobs.put(`blobs/packs/${name}-${index}.pack`, Buffer.concat(pack.map((blob) => blob.body)));
+  });
+  return { packs, placeOf: (body) => places.get(sha256(body))! };
+}
+
+function packedLandFiles(blobs: BlobServer, files: SourceFile[], packBytes?: number): { files: LandFile[]; packs: string[] } {
+  const { packs, placeOf } = packBodies(blobs, files.map((f) => f.body), packBytes);
+  return { packs, files: files.map((f) => ({ path: f.path, size: f.body.length, mode: f.mode, sha256: sha256(f.body), ...placeOf(f.body) })) };
+}
+
+async function landPacked(agent: RunningAgent, dir: string, request: { files: LandFile[]; packs: string[] }): Promise<LandStreamEvent[]> {
+  return ndjson<LandStreamEvent>(await call(agent, 'POST', '/v1/land', { dir, ...request }));
+}
+
+test('files whose bodies sit in packs land from one range request per run of neighbours, whatever order the request lists them in', async (t) => {
+  const { agent, root, blobs } = await setup(t);
+  const files: SourceFile[] = Array.from({ length: 300 }, (_, i) => ({ path: `d${i % 7}/f${i}.bin`, body: randomBytes(1 + ((i * 7919) % 20_000)), mode: i % 5 === 0 ? 0o755 : 0o644 }));
+  files.push({ path: 'empty', body: Buffer.alloc(0), mode: 0o644 }, { path: 'copy.bin', body: files[3].body, mode: 0o600 });
+  // 1 MiB packs: several of them, each read whole in one range (a range may span up to 8 MiB of one pack).
+  const request = packedLandFiles(blobs, files, 1 << 20);
+  assert.ok(request.packs.length >= 3, `${request.packs.length} packs`);
+  const shuffled = [...request.files].sort(() => Math.random() - 0.5);
+  const done = finalEvent(await landPacked(agent, 'data', { files: shuffled, packs: request.packs }));
+  assert.equal(done.type, 'result', JSON.stringify(done));
+  assert.ok(done.type === 'result');
+  assert.equal(done.filesLanded, files.length);
+  assert.equal(done.bytesDownloaded, files.reduce((sum, f) => sum + f.body.length, 0));
+  for (const file of files) {
+    assert.ok((await readFile(join(root, 'data', file.path))).equals(file.body), file.path);
+    assert.equal(await modeOf(join(root, 'data', file.path)), file.mode, file.path);
+  }
+  assert.equal(blobs.requests.length, request.packs.length, 'one request per pack');
+  assert.ok(blobs.ranges.every((range) => /^bytes=\d+-\d+$/.test(range)), 'every request read a byte range');
+  assert.deepEqual((await treeOf(join(root, 'data'))).filter((name) => name.includes('.ferry-tmp-')), []);
+});
+
+test('a chunked file whose chunks sit in packs is read in runs of neighbouring chunks; its next version fetches only the bytes of changed chunks', async (t) => {
+  const { agent, root, blobs } = await setup(t);
+  const first = randomBytes(20 << 20);
+  const chunks = chunksOf(first);
+  const firstPacks = packBodies(blobs, chunks, PACK_TARGET_BYTES, 'first');
+  const chunked = (body: Buffer, parts: Buffer[], placeOf: (chunk: Buffer) => { pack: number; offset: number }): LandFile => ({
+    path: 'big.bin',
+    size: body.length,
+    mode: 0o644,
+    sha256: sha256(body),
+    chunks: parts.map((chunk) => ({ sha256: sha256(chunk), size: chunk.length, ...placeOf(chunk) })),
+  });
+  const cold = finalEvent(await landPacked(agent, 'data', { files: [chunked(first, chunks, firstPacks.placeOf)], packs: firstPacks.packs }));
+  assert.equal(cold.type, 'result', JSON.stringify(cold));
+  assert.ok((await readFile(join(root, 'data/big.bin'))).equals(first));
+  assert.equal(blobs.requests.length, firstPacks.packs.length, 'one range request per pack of its chunks');
+
+  // A 1 MiB edit: the new chunks go into a pack of their own, listed after the packs of the first version.
+  const second = Buffer.from(first);
+  randomBytes(1 << 20).copy(second, 9 << 20);
+  const secondChunks = chunksOf(second);
+  const newChunks = secondChunks.filter((chunk) => !chunks.some((old) => old.equals(chunk)));
+  const newPack = packBodies(blobs, newChunks, PACK_TARGET_BYTES, 'second');
+  const placeOf = (chunk: Buffer) => (newChunks.includes(chunk) ? { pack: firstPacks.packs.length + newPack.placeOf(chunk).pack, offset: newPack.placeOf(chunk).offset } : firstPacks.placeOf(chunk));
+  const before = blobs.requests.length;
+  const delta = finalEvent(await landPacked(agent, 'data', { files: [chunked(second, secondChunks, placeOf)], packs: [...firstPacks.packs, ...newPack.packs] }));
+  assert.ok(delta.type === 'result', JSON.stringify(delta));
+  assert.ok((await readFile(join(root, 'data/big.bin'))).equals(second));
+  const fetched = blobs.requests.slice(before);
+  assert.ok(fetched.length >= 1 && fetched.every((request) => request.includes('/second-')), `only the new pack was read: ${fetched.join(', ')}`);
+  assert.ok((delta.bytesDownloaded ?? Infinity) <= newChunks.reduce((sum, c) => sum + c.length, 0), JSON.stringify(delta));
+});
+
+test('a damaged blob in a pack fails with ChecksumMismatch naming the blob\'s sha256, and no temp file is left', async (t) => {
+  const { agent, root, blobs } = await setup(t);
+  const files: SourceFile[] = [0, 1, 2].map((i) => ({ path: `f${i}.bin`, body: randomBytes(10_000 + i), mode: 0o644 }));
+  const request = packedLandFiles(blobs, files);
+  const pack = Buffer.concat(files.map((f) => f.body));
+  pack[10_000 + 5_000] ^= 1;
+  blobs.put('blobs/packs/pack-0.pack', pack);
+  const failed = finalEvent(await landPacked(agent, 'data', request));
+  assert.ok(failed.type === 'error', JSON.stringify(failed));
+  assert.equal(failed.error.type, 'ChecksumMismatch');
+  assert.equal(failed.error.path, 'f1.bin');
+  assert.ok(failed.error.message.includes(sha256(files[1].body)), failed.error.message);
+  assert.deepEqual((await treeOf(join(root, 'data'))).filter((name) => name.includes('.ferry-tmp-')), []);
+
+  const body = randomBytes(10 << 20);
+  const parts = chunksOf(body);
+  const { packs, placeOf } = packBodies(blobs, parts, PACK_TARGET_BYTES, 'chunks');
+  const damaged = Buffer.concat(parts);
+  damaged[parts[0].length + 10] ^= 1;
+  blobs.put('blobs/packs/chunks-0.pack', damaged.subarray(0, parts.slice(0, planPacks(parts.map((p) => ({ sha256: sha256(p), size: p.length })))[0].length).reduce((sum, p) => sum + p.length, 0)));
+  const file: LandFile = { path: 'big.bin', size: body.length, mode: 0o644, sha256: sha256(body), chunks: parts.map((chunk) => ({ sha256: sha256(chunk), size: chunk.length, ...placeOf(chunk) })) };
+  const chunkFailed = finalEvent(await landPacked(agent, 'data', { files: [file], packs }));
+  assert.ok(chunkFailed.type === 'error', JSON.stringify(chunkFailed));
+  assert.equal(chunkFailed.error.type, 'ChecksumMismatch');
+  assert.match(chunkFailed.error.message, new RegExp(`chunk 2 of ${parts.length} of "big.bin" does not match: expected ${parts[1].length} bytes with sha256 ${sha256(parts[1])}`));
+});
+
+test('a blob server that ignores Range and sends the whole pack still lands the right bytes', async (t) => {
+  const { agent, root, blobs } = await setup(t);
+  blobs.ignoreRanges = true;
+  const files: SourceFile[] = Array.from({ length: 20 }, (_, i) => ({ path: `f${i}`, body: randomBytes(5_000 + i), mode: 0o644 }));
+  const request = packedLandFiles(blobs, files);
+  // Only the middle of the pack is needed, so the bytes before it must be skipped.
+  const middle = { files: request.files.slice(8, 12), packs: request.packs };
+  assert.equal(finalEvent(await landPacked(agent, 'data', middle)).type, 'result');
+  for (const file of files.slice(8, 12)) assert.ok((await readFile(join(root, 'data', file.path))).equals(file.body), file.path);
+});
+
+test('pack places are checked before anything is fetched: a pack the request does not have, a bad offset, a pack URL not allowed, a body both by url and in a pack', async (t) => {
+  const { agent, blobs } = await setup(t);
+  const request = packedLandFiles(blobs, SAMPLE);
+  const refused = async (body: unknown) => errorOf(await call(agent, 'POST', '/v1/land', { dir: 'data', ...(body as object) }), 400);
+  const [first, ...rest] = request.files;
+  assert.match((await refused({ files: [{ ...first, pack: 1 }, ...rest], packs: request.packs })).message, /names pack 1, not one of the request's 1/);
+  assert.match((await refused({ files: [{ ...first, offset: -1 }, ...rest], packs: request.packs })).message, /offset that is not a non-negative integer/);
+  assert.match((await refused({ files: request.files })).message, /not one of the request's 0/);
+  assert.match((await refused({ files: [{ ...first, url: request.packs[0] }, ...rest], packs: request.packs })).message, /needs exactly one of url, pack or chunks/);
+  assert.equal((await refused({ files: request.files, packs: ['http://169.254.169.254/latest/meta-data/'] })).type, 'UrlNotAllowed');
+  assert.equal((await refused({ files: request.files, packs: 'not a list' })).type, 'InvalidInput');
   assert.deepEqual(blobs.requests, []);
 });
 

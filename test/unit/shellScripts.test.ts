@@ -1,28 +1,30 @@
 /**
- * The generated POSIX scripts, run for real by the `shell` driver under bash
- * and dash (the /bin/sh of Debian and Ubuntu, which SSM uses there), against
- * a small HTTP server standing in for presigned S3 URLs.
+ * The generated POSIX scripts, run for real by the `shell` channel under
+ * bash and dash (the /bin/sh of Debian and Ubuntu, which SSM uses there),
+ * against a small HTTP server standing in for presigned S3 URLs.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, readlink, rm, stat } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { existsSync, readFileSync } from 'node:fs';
+import { chmod, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { createGzip } from 'node:zlib';
-import { pack } from 'tar-stream';
-import { ShellTarget } from '../../activities/shellTarget';
+import { ShellChannel } from '../../activities/targets/shell';
 import {
-  HASH_TREE_SCRIPT,
   LAND_SCRIPT,
+  LIST_SCRIPT,
+  PREPARE_SCRIPT,
   PROBE_SCRIPT,
+  RELEASE_SCRIPT,
+  REQUIRED_TOOLS,
   START_SCRIPT,
   STOP_SCRIPT,
+  UPLOAD_SCRIPT,
   UnquotableValueError,
   WRAPPER_SCRIPT,
   checksumLine,
@@ -34,10 +36,12 @@ import {
   shellQuote,
   withExportedEnv,
 } from '../../core/shellScripts';
-import { sha256, writeTree } from '../support/fixtures';
+import { sha256, waitFor, writeTree } from '../support/fixtures';
+import { tarGz, type ArchiveEntry } from '../support/hostileArchives';
 
 const run = promisify(execFile);
 const SHELLS = ['bash', 'dash'];
+const SESSION = 's1';
 
 /** Names that break naive scripts: spaces, quotes, substitutions, newline, leading dash, unicode. */
 const HOSTILE_NAMES = [
@@ -58,7 +62,7 @@ let work: string;
 let server: Server;
 let baseUrl: string;
 const served = new Map<string, Buffer>();
-const uploaded = new Map<string, Buffer>();
+const uploaded = new Map<string, { body: Buffer; headers: IncomingHttpHeaders }>();
 
 before(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), 'ferry-scripts-'));
@@ -68,7 +72,11 @@ before(async () => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
-        uploaded.set(key, Buffer.concat(chunks));
+        const body = Buffer.concat(chunks);
+        // As S3 does with a signed x-amz-checksum-sha256: a body that does not hash to it is refused.
+        const claimed = req.headers['x-amz-checksum-sha256'];
+        if (typeof claimed === 'string' && createHash('sha256').update(body).digest('base64') !== claimed) return void res.writeHead(400).end('BadDigest');
+        uploaded.set(key, { body, headers: req.headers });
         res.writeHead(200).end();
       });
       return;
@@ -86,64 +94,48 @@ after(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-interface ArchiveFile {
-  name: string;
-  body?: string | Buffer;
-  type?: 'file' | 'symlink' | 'link' | 'directory';
-  linkname?: string;
-  mode?: number;
-}
-
-async function tarGz(entries: ArchiveFile[]): Promise<Buffer> {
-  const tarball = pack();
-  const chunks: Buffer[] = [];
-  const gzip = createGzip();
-  gzip.on('data', (c: Buffer) => chunks.push(c));
-  const done = new Promise((resolve) => gzip.on('end', resolve));
-  tarball.pipe(gzip);
-  for (const entry of entries) {
-    const type = entry.type ?? 'file';
-    if (type === 'file') tarball.entry({ name: entry.name, mode: entry.mode ?? 0o644 }, Buffer.from(entry.body ?? ''));
-    else tarball.entry({ name: entry.name, type, linkname: entry.linkname, mode: 0o755 });
-  }
-  tarball.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
-
-/** An archive as landArchive builds it: `files/…` plus the meta lists. */
-async function deltaArchive(files: Record<string, string>, keep: Record<string, string> = {}, deleted: string[] = []): Promise<Buffer> {
-  const all = { ...keep, ...files };
-  return tarGz([
-    ...Object.entries(files).map(([name, body]) => ({ name: `files/${name}`, body })),
-    { name: 'meta/keep', body: nulPathList(Object.keys(keep)) },
-    { name: 'meta/delete', body: nulPathList(deleted) },
-    { name: 'meta/SHA256SUMS', body: Object.entries(all).map(([p, body]) => checksumLine({ path: p, sha256: sha256(body) })).join('') },
-  ]);
-}
-
 let counter = 0;
 function serve(body: Buffer): { url: string; sha256: string } {
-  const key = `/archive-${++counter}`;
+  const key = `/object-${++counter}`;
   served.set(key, body);
   return { url: `${baseUrl}${key}`, sha256: sha256(body) };
 }
 
-async function runScript(shell: string, root: string, script: string, env: Record<string, string>) {
-  const outcome = await new ShellTarget(root, shell).run({ purpose: 'test', script, env: { FERRY_RUN_DIR: path.join(root, 'runs', 'r1'), ...env }, timeoutMs: 60_000 });
+type Report = Record<string, unknown>;
+
+async function runScript(shell: string, root: string, script: string, env: Record<string, string>, timeoutMs = 60_000) {
+  const outcome = await new ShellChannel(root, shell).run({ purpose: 'test', script, env: { FERRY_ROOT: root, FERRY_SESSION: SESSION, ...env }, timeoutMs });
   // Reports are loosely typed here: the tests assert their fields.
-  return { ...outcome, report: parseReport<Record<string, unknown>>(outcome.stdout) as Record<string, unknown> | undefined };
+  return { ...outcome, report: parseReport<Report>(outcome.stdout) as Report | undefined };
 }
+
+/** A failure report without its boot id, for comparing. */
+const refusal = (report: Report | undefined) => report && { ok: report.ok, reason: report.reason };
+
+const sessionDir = (root: string) => path.join(root, 'sessions', SESSION);
+
+/** An archive as a landing builds it: `files/…` and `links/…` (link texts), the checksums of both, and the paths to remove. */
+function landingArchive(files: Record<string, string | Buffer>, remove: string[] = [], modes: Record<string, number> = {}, links: Record<string, string> = {}): Promise<Buffer> {
+  return tarGz([
+    ...Object.entries(files).map(([name, body]): ArchiveEntry => ({ name: `files/${name}`, body, mode: modes[name] })),
+    ...Object.entries(links).map(([name, text]): ArchiveEntry => ({ name: `links/${name}`, body: text })),
+    { name: 'meta/SHA256SUMS', body: Object.entries(files).map(([p, body]) => checksumLine({ path: p, sha256: sha256(body) })).join('') },
+    { name: 'meta/LINKSUMS', body: Object.entries(links).map(([p, text]) => checksumLine({ path: p, sha256: sha256(text) })).join('') },
+    { name: 'meta/remove', body: nulPathList(remove) },
+  ]);
+}
+
+const hashText = (text: string) => sha256(text);
 
 async function land(shell: string, root: string, archive: Buffer, extra: Record<string, string> = {}) {
   const { url, sha256: digest } = serve(archive);
-  return runScript(shell, root, LAND_SCRIPT, { FERRY_ARCHIVE_URL: url, FERRY_ARCHIVE_SHA256: digest, FERRY_RELEASE: `rel${++counter}`, FERRY_BASE: '', FERRY_FILES_TOTAL: '0', ...extra });
+  return runScript(shell, root, LAND_SCRIPT, { FERRY_DIR: 'data', FERRY_ARCHIVE_URL: url, FERRY_ARCHIVE_SHA256: digest, FERRY_FILES: '0', ...extra });
 }
 
-async function hashTree(shell: string, root: string, tree = 'current') {
+async function list(shell: string, root: string, dir = 'data', hash = true) {
   const key = `/listing-${++counter}`;
-  const result = await runScript(shell, root, HASH_TREE_SCRIPT, { FERRY_TREE: tree, FERRY_LISTING_URL: `${baseUrl}${key}` });
-  return { ...result, listing: uploaded.get(key) };
+  const result = await runScript(shell, root, LIST_SCRIPT, { FERRY_DIR: dir, FERRY_HASH: hash ? '1' : '0', FERRY_LISTING_URL: `${baseUrl}${key}` });
+  return { ...result, listing: uploaded.get(key)?.body };
 }
 
 /** Every path under `dir`, recursively, for "nothing escaped" checks. */
@@ -157,7 +149,7 @@ async function allPaths(dir: string): Promise<string[]> {
     }
   };
   await walk(dir);
-  return found;
+  return found.sort();
 }
 
 describe('shellQuote', () => {
@@ -196,55 +188,141 @@ describe('parseReport', () => {
   });
 });
 
-describe('land and hash scripts', () => {
+describe('prepare and release scripts', () => {
+  it('prepare creates the session and its folders, reports its path and the boot id, and refuses a bad session id', async () => {
+    const root = await mkdtemp(path.join(work, 'prepare-'));
+    const prepared = await runScript('dash', root, PREPARE_SCRIPT, { FERRY_DIRS: 'data artifacts work' });
+    assert.equal(prepared.report?.ok, true, prepared.stderr);
+    assert.equal(prepared.report?.session, sessionDir(root));
+    assert.match(prepared.report?.bootId as string, /^[0-9a-f-]{36}$/, 'the machine boot id');
+    assert.deepEqual(await allPaths(root), ['sessions', 'sessions/s1', 'sessions/s1/artifacts', 'sessions/s1/data', 'sessions/s1/work', 'state', 'state/s1']);
+    for (const bad of ['../up', '', '.hidden', 'a/b']) {
+      const refused = await runScript('dash', root, PREPARE_SCRIPT, { FERRY_SESSION: bad, FERRY_DIRS: '' });
+      assert.equal(refused.report?.reason, 'input', bad);
+    }
+  });
+
+  it('prepare names every tool the target lacks', async () => {
+    const root = await mkdtemp(path.join(work, 'tools-'));
+    const bin = path.join(work, `bin-${++counter}`);
+    await mkdir(bin);
+    // Every tool but curl and setsid, so the script can run and find them missing.
+    for (const tool of [...REQUIRED_TOOLS.filter((t) => t !== 'curl' && t !== 'setsid'), 'sh', 'dash', 'cat', 'mkdir', 'pwd']) {
+      const { stdout } = await run('sh', ['-c', `command -v ${tool}`]);
+      await symlink(stdout.trim(), path.join(bin, tool));
+    }
+    const refused = await new ShellChannel(root, path.join(bin, 'dash')).run({ purpose: 'test', script: PREPARE_SCRIPT, env: { PATH: bin, FERRY_ROOT: root, FERRY_SESSION: SESSION, FERRY_DIRS: '' }, timeoutMs: 30_000 });
+    const report = parseReport<Report>(refused.stdout) as Report;
+    assert.equal(report.reason, 'tools');
+    assert.deepEqual(report.missing, ['curl', 'setsid']);
+  });
+
+  it('release stops the processes the session started and, when asked, removes its folders', async () => {
+    const root = await mkdtemp(path.join(work, 'release-'));
+    await runScript('bash', root, PREPARE_SCRIPT, { FERRY_DIRS: 'work' });
+    const started = await startProcess('bash', root, 'p1', ['sh', '-c', 'echo up; sleep 60'], { FERRY_CWD: 'work' });
+    const pid = started.report?.pid as number;
+    const kept = await runScript('bash', root, RELEASE_SCRIPT, { FERRY_REMOVE: '0' });
+    assert.equal(kept.report?.stopped, 1, kept.stderr);
+    await waitFor('the process group to end', async () => (isAlive(pid) ? undefined : true));
+    assert.ok(existsSync(sessionDir(root)), 'files kept');
+    const removed = await runScript('bash', root, RELEASE_SCRIPT, { FERRY_REMOVE: '1' });
+    assert.equal(removed.report?.stopped, 0);
+    assert.deepEqual(await allPaths(root), ['sessions', 'state']);
+  });
+});
+
+describe('land and list scripts', () => {
   for (const shell of SHELLS) {
-    it(`${shell}: lands hostile names intact, swaps current, and the listing hashes them back`, async () => {
+    it(`${shell}: lands hostile names intact, in place, and the listing hashes them back`, async () => {
       const root = await mkdtemp(path.join(work, `land-${shell}-`));
       const files: Record<string, string> = {};
       HOSTILE_NAMES.forEach((name, i) => (files[name] = `content ${i} of ${name}\n`));
       files['train.py'] = 'print("epoch")\n';
-      const landed = await land(shell, root, await deltaArchive(files), { FERRY_FILES_TOTAL: String(Object.keys(files).length) });
+      const landed = await land(shell, root, await landingArchive(files), { FERRY_FILES: String(Object.keys(files).length) });
       assert.equal(landed.report?.ok, true, landed.stderr);
-      const runDir = path.join(root, 'runs', 'r1');
-      assert.equal(await readlink(path.join(runDir, 'current')), `releases/${landed.report!.release as string}`);
-      for (const [name, body] of Object.entries(files)) assert.equal(await readFile(path.join(runDir, 'current', name), 'utf8'), body, name);
-      assert.ok(!existsSync(path.join(root, 'pwned')) && !existsSync(path.join(runDir, 'current', 'pwned')), 'nothing was executed');
-      assert.deepEqual(await readdir(path.join(runDir, 'work')), [], 'the work folder is cleaned up');
+      assert.equal(landed.report?.files, Object.keys(files).length);
+      for (const [name, body] of Object.entries(files)) assert.equal(await readFile(path.join(sessionDir(root), 'data', name), 'utf8'), body, name);
+      assert.ok(!existsSync(path.join(root, 'pwned')) && !existsSync(path.join(sessionDir(root), 'data', 'pwned')), 'nothing was executed');
+      assert.deepEqual(await readdir(path.join(root, 'state', SESSION, 'work')), [], 'the staging folder is cleaned up');
 
-      const listed = await hashTree(shell, root);
+      const listed = await list(shell, root);
       assert.equal(listed.report?.ok, true, listed.stderr);
-      assert.equal(listed.report?.release, landed.report!.release);
       assert.equal(sha256(listed.listing!), listed.report?.listingSha256);
-      const parsed = parseTreeListing(listed.listing!);
+      const expected = Object.entries(files)
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([name, body]) => [name, sha256(body), Buffer.byteLength(body)]);
       assert.deepEqual(
-        parsed.map((f) => [f.path, f.sha256, f.size]),
-        Object.entries(files)
-          .sort(([a], [b]) => (a < b ? -1 : 1))
-          .map(([name, body]) => [name, sha256(body), Buffer.byteLength(body)]),
+        parseTreeListing(listed.listing!, hashText).map((f) => [f.path, f.sha256, f.size]),
+        expected,
+      );
+      const sizesOnly = await list(shell, root, 'data', false);
+      assert.deepEqual(
+        parseTreeListing(sizesOnly.listing!, hashText, false).map((f) => [f.path, f.sha256, f.size]),
+        expected.map(([name, , size]) => [name, '', size]),
       );
     });
   }
 
-  it('a delta landing copies kept files from the base release, drops deleted ones and keeps modes', async () => {
+  it('a later landing replaces changed files, keeps the others and their modes, and removes the listed paths', async () => {
     const root = await mkdtemp(path.join(work, 'delta-'));
-    const first = await land('bash', root, await tarGz([
-      { name: 'files/keep me.py', body: 'kept\n', mode: 0o755 },
-      { name: 'files/-dash', body: 'dash\n' },
-      { name: 'files/old.txt', body: 'old\n' },
-      { name: 'meta/keep', body: '' },
-      { name: 'meta/delete', body: '' },
-      { name: 'meta/SHA256SUMS', body: [['keep me.py', 'kept\n'], ['-dash', 'dash\n'], ['old.txt', 'old\n']].map(([p, b]) => checksumLine({ path: p!, sha256: sha256(b!) })).join('') },
-    ]), { FERRY_FILES_TOTAL: '3' });
+    const first = await land('bash', root, await landingArchive({ 'keep me.py': 'kept\n', '-dash': 'dash\n', 'old.txt': 'old\n', 'sub/changed.txt': 'v1\n' }, [], { 'keep me.py': 0o755 }), { FERRY_FILES: '4' });
     assert.equal(first.report?.ok, true, first.stderr);
-    const second = await land('bash', root, await deltaArchive({ 'new.txt': 'new\n' }, { 'keep me.py': 'kept\n', '-dash': 'dash\n' }, ['old.txt']), {
-      FERRY_BASE: first.report!.release as string,
-      FERRY_FILES_TOTAL: '3',
-    });
+    const second = await land('bash', root, await landingArchive({ 'sub/changed.txt': 'v2\n', 'new.txt': 'new\n' }, ['old.txt', 'never-there.txt']), { FERRY_FILES: '2' });
     assert.equal(second.report?.ok, true, second.stderr);
-    assert.equal(second.report?.deleted, 1);
-    const current = path.join(root, 'runs', 'r1', 'current');
-    assert.deepEqual((await readdir(current)).sort(), ['-dash', 'keep me.py', 'new.txt']);
-    assert.equal((await stat(path.join(current, 'keep me.py'))).mode & 0o777, 0o755);
+    assert.equal(second.report?.removed, 2);
+    const data = path.join(sessionDir(root), 'data');
+    assert.deepEqual(await allPaths(data), ['-dash', 'keep me.py', 'new.txt', 'sub', 'sub/changed.txt']);
+    assert.equal(await readFile(path.join(data, 'sub/changed.txt'), 'utf8'), 'v2\n');
+    assert.equal((await stat(path.join(data, 'keep me.py'))).mode & 0o777, 0o755);
+  });
+
+  for (const shell of SHELLS) {
+    it(`${shell}: lands links as links (never followed), replaces what is in their place, and lists them by their text`, async () => {
+      const root = await mkdtemp(path.join(work, `links-${shell}-`));
+      const outside = await mkdtemp(path.join(work, 'link-outside-'));
+      await writeFile(path.join(outside, 'victim.txt'), 'outside\n');
+      const data = path.join(sessionDir(root), 'data');
+      await mkdir(path.join(data, 'sub'), { recursive: true });
+      // What is in a link's place: a file, and a link to a file outside.
+      await writeFile(path.join(data, 'was-a-file'), 'old\n');
+      await symlink(path.join(outside, 'victim.txt'), path.join(data, 'sub', 'was-a-link'));
+      const links = { 'latest.csv': 'data/a.csv', 'sub/was-a-link': '../a.csv', 'was-a-file': path.join(outside, 'victim.txt'), 'deep/new dir/-dash': 'line\nbreak ', 'dangling': 'nowhere/at/all' };
+      const landed = await land(shell, root, await landingArchive({ 'a.csv': 'a\n' }, [], {}, links), { FERRY_FILES: '1', FERRY_LINKS: String(Object.keys(links).length) });
+      assert.equal(landed.report?.ok, true, landed.stderr);
+      assert.deepEqual([landed.report?.files, landed.report?.links], [1, Object.keys(links).length]);
+      for (const [name, text] of Object.entries(links)) {
+        assert.ok((await lstat(path.join(data, name))).isSymbolicLink(), name);
+        assert.equal(await readlink(path.join(data, name)), text, name);
+      }
+      assert.equal(await readFile(path.join(outside, 'victim.txt'), 'utf8'), 'outside\n', 'the link in place was replaced, not written through');
+      assert.deepEqual(await readdir(path.join(root, 'state', SESSION, 'work')), [], 'the staging folder is cleaned up');
+
+      const listed = await list(shell, root);
+      assert.equal(listed.report?.ok, true, listed.stderr);
+      assert.equal(listed.report?.links, Object.keys(links).length);
+      const entries = parseTreeListing(listed.listing!, hashText);
+      assert.deepEqual(
+        entries.filter((f) => f.link !== undefined).map((f) => [f.path, f.link, f.sha256, f.size, f.mode]),
+        Object.entries(links)
+          .sort(([a], [b]) => (a < b ? -1 : 1))
+          .map(([name, text]) => [name, text, sha256(text), Buffer.byteLength(text), 0o777]),
+      );
+      assert.deepEqual(entries.filter((f) => f.link === undefined).map((f) => f.path), ['a.csv'], 'links are listed as links, never followed into');
+    });
+  }
+
+  it('refuses links whose text does not match LINKSUMS, and links reached through a planted link', async () => {
+    const root = await mkdtemp(path.join(work, 'link-checks-'));
+    const outside = await mkdtemp(path.join(work, 'link-planted-'));
+    const lying = await tarGz([{ name: 'links/l', body: '/etc/passwd' }, { name: 'meta/remove' }, { name: 'meta/SHA256SUMS' }, { name: 'meta/LINKSUMS', body: checksumLine({ path: 'l', sha256: sha256('a.csv') }) }]);
+    assert.deepEqual(refusal((await land('bash', root, lying, { FERRY_LINKS: '1' })).report), { ok: false, reason: 'mismatch' });
+    const counted = await land('bash', root, await landingArchive({}, [], {}, { l: 'a.csv' }), { FERRY_LINKS: '2' });
+    assert.deepEqual(refusal(counted.report), { ok: false, reason: 'mismatch' });
+    await symlink(outside, path.join(sessionDir(root), 'data', 'models'));
+    const through = await land('bash', root, await landingArchive({}, [], {}, { 'models/evil': '/etc/passwd' }), { FERRY_LINKS: '1' });
+    assert.deepEqual(refusal(through.report), { ok: false, reason: 'unsafe-path' }, through.stderr);
+    assert.deepEqual(await allPaths(outside), []);
   });
 
   for (const [label, entries] of [
@@ -253,100 +331,215 @@ describe('land and hash scripts', () => {
     ['an absolute path', [{ name: '/tmp/ferry-escaped-abs.txt', body: 'x' }]],
     ['a symlink', [{ name: 'files/link', type: 'symlink', linkname: '/' }, { name: 'files/link/escaped.txt', body: 'x' }]],
     ['a hard link', [{ name: 'files/hard', type: 'link', linkname: '/etc/passwd' }]],
-  ] as [string, ArchiveFile[]][]) {
+  ] as [string, ArchiveEntry[]][]) {
     it(`refuses an archive with ${label} before extracting, and nothing escapes the root`, async () => {
       const outer = await mkdtemp(path.join(work, 'crafted-'));
       const root = path.join(outer, 'root');
-      const result = await land('dash', root, await tarGz([...entries, { name: 'meta/keep' }, { name: 'meta/delete' }, { name: 'meta/SHA256SUMS' }]), { FERRY_FILES_TOTAL: '1' });
-      assert.deepEqual(result.report, { ok: false, reason: 'unsafe' }, result.stderr);
+      const result = await land('dash', root, await tarGz([...entries, { name: 'meta/remove' }, { name: 'meta/SHA256SUMS' }]), { FERRY_FILES: '1' });
+      assert.deepEqual(refusal(result.report), { ok: false, reason: 'unsafe' }, result.stderr);
       assert.notEqual(result.exitCode, 0);
-      assert.ok(!existsSync(path.join(root, 'runs', 'r1', 'current')), 'nothing became current');
-      assert.deepEqual(await allPaths(outer), ['root', 'root/runs', 'root/runs/r1', 'root/runs/r1/releases', 'root/runs/r1/work']);
+      assert.deepEqual(await allPaths(outer), ['root', 'root/sessions', 'root/sessions/s1', 'root/sessions/s1/data', 'root/state', 'root/state/s1', 'root/state/s1/work']);
       assert.ok(!existsSync('/tmp/ferry-escaped-abs.txt'));
     });
   }
 
-  it('refuses an archive whose sha256 differs, and files that differ from SHA256SUMS, keeping the old current', async () => {
+  it('refuses to land or remove through a link planted in the session, writing nothing outside', async () => {
+    const root = await mkdtemp(path.join(work, 'planted-'));
+    const outside = await mkdtemp(path.join(work, 'outside-'));
+    await writeFile(path.join(outside, 'victim.txt'), 'outside\n');
+    await mkdir(path.join(sessionDir(root), 'data'), { recursive: true });
+    await symlink(outside, path.join(sessionDir(root), 'data', 'models'));
+    const through = await land('bash', root, await landingArchive({ 'models/evil.txt': 'x' }), { FERRY_FILES: '1' });
+    assert.deepEqual(refusal(through.report), { ok: false, reason: 'unsafe-path' }, through.stderr);
+    const removing = await land('bash', root, await landingArchive({}, ['models/victim.txt']));
+    assert.deepEqual(refusal(removing.report), { ok: false, reason: 'unsafe-path' }, removing.stderr);
+    assert.deepEqual(await allPaths(outside), ['victim.txt']);
+    await rm(path.join(sessionDir(root), 'data', 'models'));
+    await symlink(outside, path.join(sessionDir(root), 'data-link'));
+    const linkedDest = await land('bash', root, await landingArchive({ 'a.txt': 'a' }), { FERRY_DIR: 'data-link', FERRY_FILES: '1' });
+    assert.deepEqual(refusal(linkedDest.report), { ok: false, reason: 'unsafe-path' });
+    // A link where a file lands is replaced, not followed.
+    await symlink(path.join(outside, 'victim.txt'), path.join(sessionDir(root), 'data', 'victim.txt'));
+    const replaced = await land('bash', root, await landingArchive({ 'victim.txt': 'landed\n' }), { FERRY_FILES: '1' });
+    assert.equal(replaced.report?.ok, true, replaced.stderr);
+    assert.equal(await readFile(path.join(outside, 'victim.txt'), 'utf8'), 'outside\n');
+    assert.equal(await readFile(path.join(sessionDir(root), 'data', 'victim.txt'), 'utf8'), 'landed\n');
+  });
+
+  it('refuses an archive whose sha256 differs, and files that differ from SHA256SUMS, leaving the landed files as they were', async () => {
     const root = await mkdtemp(path.join(work, 'checks-'));
-    const good = await land('bash', root, await deltaArchive({ 'a.txt': 'a' }), { FERRY_FILES_TOTAL: '1' });
+    const good = await land('bash', root, await landingArchive({ 'a.txt': 'a' }), { FERRY_FILES: '1' });
     assert.equal(good.report?.ok, true, good.stderr);
-    const archive = await deltaArchive({ 'a.txt': 'b' });
-    const { url } = serve(archive);
-    const wrongSum = await runScript('bash', root, LAND_SCRIPT, { FERRY_ARCHIVE_URL: url, FERRY_ARCHIVE_SHA256: '0'.repeat(64), FERRY_RELEASE: 'x1', FERRY_BASE: '', FERRY_FILES_TOTAL: '1' });
-    assert.deepEqual(wrongSum.report, { ok: false, reason: 'checksum' });
-    const lying = await tarGz([{ name: 'files/a.txt', body: 'tampered' }, { name: 'meta/keep' }, { name: 'meta/delete' }, { name: 'meta/SHA256SUMS', body: checksumLine({ path: 'a.txt', sha256: sha256('b') }) }]);
-    const mismatch = await land('bash', root, lying, { FERRY_FILES_TOTAL: '1' });
-    assert.deepEqual(mismatch.report, { ok: false, reason: 'mismatch' });
-    const extra = await land('bash', root, await deltaArchive({ 'a.txt': 'b', 'extra.txt': 'e' }), { FERRY_FILES_TOTAL: '1' });
-    assert.deepEqual(extra.report, { ok: false, reason: 'mismatch' });
-    assert.equal(await readFile(path.join(root, 'runs', 'r1', 'current', 'a.txt'), 'utf8'), 'a', 'current still the good release');
-    const missing = await runScript('bash', root, LAND_SCRIPT, { FERRY_ARCHIVE_URL: `${baseUrl}/nothing`, FERRY_ARCHIVE_SHA256: '0'.repeat(64), FERRY_RELEASE: 'x2', FERRY_BASE: '', FERRY_FILES_TOTAL: '1' });
-    assert.deepEqual(missing.report, { ok: false, reason: 'download' });
+    const { url } = serve(await landingArchive({ 'a.txt': 'b' }));
+    const wrongSum = await runScript('bash', root, LAND_SCRIPT, { FERRY_DIR: 'data', FERRY_ARCHIVE_URL: url, FERRY_ARCHIVE_SHA256: '0'.repeat(64), FERRY_FILES: '1' });
+    assert.deepEqual(refusal(wrongSum.report), { ok: false, reason: 'checksum' });
+    const lying = await tarGz([{ name: 'files/a.txt', body: 'tampered' }, { name: 'meta/remove' }, { name: 'meta/LINKSUMS' }, { name: 'meta/SHA256SUMS', body: checksumLine({ path: 'a.txt', sha256: sha256('b') }) }]);
+    assert.deepEqual(refusal((await land('bash', root, lying, { FERRY_FILES: '1' })).report), { ok: false, reason: 'mismatch' });
+    const extra = await land('bash', root, await landingArchive({ 'a.txt': 'b', 'extra.txt': 'e' }), { FERRY_FILES: '1' });
+    assert.deepEqual(refusal(extra.report), { ok: false, reason: 'mismatch' });
+    assert.equal(await readFile(path.join(sessionDir(root), 'data', 'a.txt'), 'utf8'), 'a', 'the landed file is untouched');
+    const missing = await runScript('bash', root, LAND_SCRIPT, { FERRY_DIR: 'data', FERRY_ARCHIVE_URL: `${baseUrl}/nothing`, FERRY_ARCHIVE_SHA256: '0'.repeat(64), FERRY_FILES: '1' });
+    assert.deepEqual(refusal(missing.report), { ok: false, reason: 'download' });
   });
 });
 
-describe('start, probe and stop scripts', () => {
+/** Whether `pid` is a live process (not gone, not a zombie waiting for a parent that left). */
+function isAlive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+async function startProcess(shell: string, root: string, processId: string, command: string[], extra: Record<string, string> = {}) {
+  await mkdir(sessionDir(root), { recursive: true });
+  return runScript(shell, root, START_SCRIPT, {
+    FERRY_PROCESS_ID: processId,
+    FERRY_CWD: '',
+    FERRY_COMMAND: quoteCommand(command),
+    FERRY_USER_ENV: '',
+    FERRY_TIMEOUT_SECONDS: '',
+    FERRY_OUTPUT: 'separate',
+    FERRY_WRAPPER: WRAPPER_SCRIPT,
+    FERRY_TAIL_BYTES: '100',
+    FERRY_WAIT_MS: '0',
+    ...extra,
+  });
+}
+
+function probe(shell: string, root: string, processId: string, extra: Record<string, string> = {}) {
+  return runScript(shell, root, PROBE_SCRIPT, { FERRY_PROCESS_ID: processId, FERRY_WAIT_MS: '0', FERRY_LOG_OFFSET: '0', FERRY_CHUNK_MAX: '0', FERRY_CHUNK_URL: '', FERRY_TAIL_BYTES: '100', ...extra });
+}
+
+const text = (base64: unknown) => Buffer.from(base64 as string, 'base64').toString();
+
+describe('start, probe, stop and upload scripts', () => {
   for (const shell of SHELLS) {
-    it(`${shell}: starts once per start id, ships the log, and SIGTERM ends the command with 143`, async () => {
+    it(`${shell}: starts once per process id in its folder with its env, ships the log, and SIGTERM ends the command with 143`, async () => {
       const root = await mkdtemp(path.join(work, `proc-${shell}-`));
-      const landed = await land(shell, root, await deltaArchive({ 'run.sh': 'echo "started in $(pwd -P | sed "s|.*/||") with $GREETING"; echo "out=$FERRY_OUTPUT_DIR"; exec sleep 30\n' }), { FERRY_FILES_TOTAL: '1' });
-      assert.equal(landed.report?.ok, true, landed.stderr);
-      const startEnv = {
-        FERRY_START_ID: 'start-1',
-        FERRY_COMMAND: quoteCommand(['sh', 'run.sh']),
-        FERRY_USER_ENV: exportLines({ GREETING: "it's $(touch pwned)" }),
-        FERRY_WRAPPER: WRAPPER_SCRIPT,
-      };
-      const first = await runScript(shell, root, START_SCRIPT, startEnv);
+      await writeTree(path.join(sessionDir(root), 'project'), { 'run.sh': 'echo "started in $(pwd -P | sed "s|.*/||") with $GREETING"; echo "out=$FERRY_OUTPUT_DIR"; exec sleep 30\n' });
+      const env = { FERRY_CWD: 'project', FERRY_OUTPUT: 'combined', FERRY_USER_ENV: exportLines({ GREETING: "it's $(touch pwned)", FERRY_OUTPUT_DIR: '/out' }) };
+      const first = await startProcess(shell, root, 'start-1', ['sh', 'run.sh'], env);
       assert.equal(first.report?.ok, true, first.stderr);
       assert.equal(first.report?.started, true);
-      const again = await runScript(shell, root, START_SCRIPT, startEnv);
+      assert.equal(first.report?.state, 'running');
+      const again = await startProcess(shell, root, 'start-1', ['sh', 'run.sh'], env);
       assert.equal(again.report?.started, false, 'a retried start does not start a second process');
       assert.equal(again.report?.pid, first.report?.pid);
 
-      let probe;
-      for (let i = 0; i < 50; i++) {
-        probe = await runScript(shell, root, PROBE_SCRIPT, { FERRY_START_ID: 'start-1', FERRY_LOG_OFFSET: '0', FERRY_CHUNK_MAX: '1000000', FERRY_CHUNK_URL: `${baseUrl}/chunk-${shell}`, FERRY_TAIL_BYTES: '100' });
-        if ((probe.report?.logBytes as number) > 0) break;
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-      assert.equal(probe!.report?.alive, true, probe!.stderr);
-      assert.equal(probe!.report?.exitCode, null);
-      const chunk = uploaded.get(`/chunk-${shell}`)!.toString();
-      assert.match(chunk, new RegExp(`started in ${landed.report!.release as string} with it's \\$\\(touch pwned\\)`));
-      assert.match(chunk, /out=.*\/runs\/r1\/outputs/);
-      assert.equal(Buffer.from(probe!.report?.tailBase64 as string, 'base64').toString(), chunk.slice(-100));
+      const chunkKey = `/chunk-${shell}-${++counter}`;
+      const probed = await waitFor('the first log bytes', async () => {
+        const result = await probe(shell, root, 'start-1', { FERRY_CHUNK_MAX: '1000000', FERRY_CHUNK_URL: `${baseUrl}${chunkKey}` });
+        return (result.report?.shipped as number) > 0 && (result.report?.stdoutBytes as number) >= 40 ? result : undefined;
+      });
+      assert.equal(probed.report?.state, 'running', probed.stderr);
+      assert.equal(probed.report?.exitCode, null);
+      const chunk = uploaded.get(chunkKey)!.body.toString();
+      assert.match(chunk, /started in project with it's \$\(touch pwned\)\nout=\/out\n/);
+      assert.equal(text(probed.report?.stdoutTail64), chunk.slice(-100));
 
-      const stopped = await runScript(shell, root, STOP_SCRIPT, { FERRY_START_ID: 'start-1', FERRY_GRACE_SECONDS: '5' });
-      assert.deepEqual(stopped.report, { ok: true, signal: 'TERM' });
-      const after = await runScript(shell, root, PROBE_SCRIPT, { FERRY_START_ID: 'start-1', FERRY_LOG_OFFSET: '0', FERRY_CHUNK_MAX: '0', FERRY_CHUNK_URL: '', FERRY_TAIL_BYTES: '10' });
-      assert.equal(after.report?.alive, false);
+      const stopped = await runScript(shell, root, STOP_SCRIPT, { FERRY_PROCESS_ID: 'start-1', FERRY_GRACE_SECONDS: '5' });
+      assert.equal(stopped.report?.signal, 'TERM', stopped.stderr);
+      const after = await probe(shell, root, 'start-1');
+      assert.equal(after.report?.state, 'exited');
       assert.equal(after.report?.exitCode, 143);
-      assert.ok(!existsSync(path.join(root, 'runs', 'r1', 'current', 'pwned')));
+      const log = await readFile(path.join(root, 'state', SESSION, 'proc', 'start-1', 'stdout.log'));
+      assert.ok(log.toString().startsWith(chunk));
+      assert.equal(after.report?.stdoutSha256, sha256(log), 'an ended process reports the sha256 of its logs');
+      assert.ok(!existsSync(path.join(sessionDir(root), 'project', 'pwned')));
     });
   }
 
+  it('waits for a short command within one call, keeps stdout and stderr apart, and kills one that outlives its timeout', async () => {
+    const root = await mkdtemp(path.join(work, 'wait-'));
+    const quick = await startProcess('dash', root, 'quick', ['sh', '-c', 'echo out; echo err >&2; exit 4'], { FERRY_WAIT_MS: '10000' });
+    assert.equal(quick.report?.state, 'exited', quick.stderr);
+    assert.equal(quick.report?.exitCode, 4);
+    assert.equal(text(quick.report?.stdoutTail64), 'out\n');
+    assert.equal(text(quick.report?.stderrTail64), 'err\n');
+    const slow = await startProcess('dash', root, 'slow', ['sh', '-c', 'sleep 30 & sleep 30'], { FERRY_TIMEOUT_SECONDS: '1' });
+    const ended = await waitFor('the timeout', async () => {
+      const result = await probe('dash', root, 'slow', { FERRY_WAIT_MS: '2000' });
+      return result.report?.state === 'exited' ? result : undefined;
+    });
+    assert.equal(ended.report?.timedOut, true);
+    assert.equal(ended.report?.exitCode, 137);
+    const child = Number(await readFile(path.join(root, 'state', SESSION, 'proc', 'slow', 'child_pid'), 'utf8'));
+    await waitFor('the command and its background job to end', async () => (isAlive(slow.report?.pid as number) || isAlive(child) ? undefined : true), 10_000);
+  });
+
+  it('ships stdout and stderr apart, each from its own offset, in one probe', async () => {
+    const root = await mkdtemp(path.join(work, 'streams-'));
+    const started = await startProcess('dash', root, 'streams', ['sh', '-c', 'echo out-line; echo err-line >&2'], { FERRY_WAIT_MS: '10000' });
+    assert.equal(started.report?.state, 'exited', started.stderr);
+    const [outKey, errKey] = [`/out-${++counter}`, `/err-${counter}`];
+    const probed = await probe('dash', root, 'streams', {
+      FERRY_CHUNK_MAX: '1000',
+      FERRY_LOG_OFFSET: '4',
+      FERRY_CHUNK_URL: `${baseUrl}${outKey}`,
+      FERRY_ERR_LOG_OFFSET: '2',
+      FERRY_ERR_CHUNK_URL: `${baseUrl}${errKey}`,
+    });
+    assert.equal(probed.report?.shipped, 5, probed.stderr);
+    assert.equal(probed.report?.shippedStderr, 7);
+    assert.equal(uploaded.get(outKey)!.body.toString(), 'line\n');
+    assert.equal(uploaded.get(errKey)!.body.toString(), 'r-line\n');
+    const nothingNew = await probe('dash', root, 'streams', { FERRY_CHUNK_MAX: '1000', FERRY_LOG_OFFSET: '9', FERRY_CHUNK_URL: `${baseUrl}/never`, FERRY_ERR_LOG_OFFSET: '9', FERRY_ERR_CHUNK_URL: `${baseUrl}/never` });
+    assert.deepEqual([nothingNew.report?.shipped, nothingNew.report?.shippedStderr], [0, 0]);
+    assert.equal(uploaded.has('/never'), false, 'nothing is uploaded when a stream has nothing past its offset');
+  });
+
   it('a command that ignores SIGTERM is killed after the grace period, and its exit code still recorded', async () => {
     const root = await mkdtemp(path.join(work, 'kill-'));
-    await land('bash', root, await deltaArchive({ 'stubborn.sh': "trap '' TERM; echo ready; while :; do sleep 0.2; done\n" }), { FERRY_FILES_TOTAL: '1' });
-    const started = await runScript('bash', root, START_SCRIPT, { FERRY_START_ID: 's', FERRY_COMMAND: quoteCommand(['bash', 'stubborn.sh']), FERRY_USER_ENV: '', FERRY_WRAPPER: WRAPPER_SCRIPT });
-    assert.equal(started.report?.ok, true, started.stderr);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const began = Date.now();
-    const stopped = await runScript('bash', root, STOP_SCRIPT, { FERRY_START_ID: 's', FERRY_GRACE_SECONDS: '1' });
-    assert.deepEqual(stopped.report, { ok: true, signal: 'KILL' });
-    assert.ok(Date.now() - began >= 1_000);
-    const after = await runScript('bash', root, PROBE_SCRIPT, { FERRY_START_ID: 's', FERRY_LOG_OFFSET: '0', FERRY_CHUNK_MAX: '0', FERRY_CHUNK_URL: '', FERRY_TAIL_BYTES: '10' });
-    assert.equal(after.report?.alive, false);
+    await startProcess('bash', root, 's', ['bash', '-c', "trap '' TERM; echo ready; while :; do sleep 0.2; done"]);
+    await waitFor('ready', async () => ((await probe('bash', root, 's')).report?.stdoutBytes as number) > 0 || undefined);
+    const stopped = await runScript('bash', root, STOP_SCRIPT, { FERRY_PROCESS_ID: 's', FERRY_GRACE_SECONDS: '1' });
+    assert.equal(stopped.report?.signal, 'KILL');
+    const after = await probe('bash', root, 's');
+    assert.equal(after.report?.state, 'exited');
     assert.equal(after.report?.exitCode, 137);
   });
 
-  it('probing or stopping an unknown start id is refused as bad input', async () => {
+  it('a process whose wrapper died without an exit code is lost, never started again', async () => {
+    const root = await mkdtemp(path.join(work, 'lost-'));
+    const started = await startProcess('bash', root, 'l', ['sleep', '30']);
+    const wrapper = started.report?.pid as number;
+    const child = Number(await readFile(path.join(root, 'state', SESSION, 'proc', 'l', 'child_pid'), 'utf8'));
+    process.kill(-wrapper, 'SIGKILL');
+    process.kill(-child, 'SIGKILL');
+    await waitFor('the wrapper to die', async () => (isAlive(wrapper) ? undefined : true));
+    assert.equal((await probe('bash', root, 'l')).report?.state, 'lost');
+    const again = await startProcess('bash', root, 'l', ['sleep', '30']);
+    assert.equal(again.report?.started, false);
+    assert.equal(again.report?.state, 'lost');
+  });
+
+  it('probing or stopping an unknown process id is refused as bad input, and so is a folder that is not there', async () => {
     const root = await mkdtemp(path.join(work, 'unknown-'));
-    const probe = await runScript('bash', root, PROBE_SCRIPT, { FERRY_START_ID: 'nope', FERRY_LOG_OFFSET: '0', FERRY_CHUNK_MAX: '0', FERRY_CHUNK_URL: '', FERRY_TAIL_BYTES: '10' });
-    assert.deepEqual(probe.report, { ok: false, reason: 'not-started' });
-    const start = await runScript('bash', root, START_SCRIPT, { FERRY_START_ID: 'x', FERRY_COMMAND: 'true', FERRY_USER_ENV: '', FERRY_WRAPPER: WRAPPER_SCRIPT });
-    assert.deepEqual(start.report, { ok: false, reason: 'not-landed' });
+    assert.deepEqual(refusal((await probe('bash', root, 'nope')).report), { ok: false, reason: 'not-started' });
+    assert.deepEqual(refusal((await runScript('bash', root, STOP_SCRIPT, { FERRY_PROCESS_ID: 'nope', FERRY_GRACE_SECONDS: '1' })).report), { ok: false, reason: 'not-started' });
+    assert.deepEqual(refusal((await startProcess('bash', root, 'x', ['true'], { FERRY_CWD: 'project' })).report), { ok: false, reason: 'not-landed' });
+    assert.deepEqual(refusal((await probe('bash', root, '../x')).report), { ok: false, reason: 'input' });
+  });
+
+  it('upload PUTs each listed file with the checksum header, names hostile ones byte for byte, and fails on a file that changed', async () => {
+    const root = await mkdtemp(path.join(work, 'upload-'));
+    const files: Record<string, string> = { 'report.md': '# report\n', 'line\nbreak [1].csv': 'a,b\n', '-rf': 'dash\n' };
+    await writeTree(path.join(sessionDir(root), 'artifacts'), files);
+    const jobs = Object.entries(files).map(([name, body], i) => [name, `${baseUrl}/upload-${counter}-${i}`, createHash('sha256').update(body).digest('base64')]);
+    const list = serve(Buffer.from(jobs.map((job) => job.join('\0') + '\0').join('')));
+    const uploadedFiles = await runScript('dash', root, UPLOAD_SCRIPT, { FERRY_FROM: 'session', FERRY_DIR: 'artifacts', FERRY_PROCESS_ID: '', FERRY_JOBS_URL: list.url });
+    assert.equal(uploadedFiles.report?.uploaded, 3, uploadedFiles.stderr);
+    for (const [name, url, checksum] of jobs) {
+      const got = uploaded.get(url.slice(baseUrl.length))!;
+      assert.equal(got.body.toString(), files[name]);
+      assert.equal(got.headers['x-amz-checksum-sha256'], checksum);
+    }
+    const stale = serve(Buffer.from(`report.md\0${baseUrl}/upload-stale\0${createHash('sha256').update('something else').digest('base64')}\0`));
+    const refused = await runScript('dash', root, UPLOAD_SCRIPT, { FERRY_FROM: 'session', FERRY_DIR: 'artifacts', FERRY_PROCESS_ID: '', FERRY_JOBS_URL: stale.url });
+    assert.deepEqual(refusal(refused.report), { ok: false, reason: 'upload' });
+    assert.ok(!uploaded.has('/upload-stale'));
   });
 });
 
@@ -354,21 +547,27 @@ describe('parseTreeListing', () => {
   it('joins sizes and modes with hashes, unescaping names sha256sum escaped', () => {
     const stat = Buffer.from('5 644 ./a b\x0012 755 ./line\nbreak\x00');
     const sums = Buffer.from(`${sha256('aaaaa')}  ./a b\n\\${sha256('x')}  ./line\\nbreak\n`);
-    const listing = Buffer.concat([Buffer.from(`${stat.length}\n`), stat, sums]);
-    assert.deepEqual(parseTreeListing(listing), [
+    const links = Buffer.from('./b link\x00../a b\x00');
+    const listing = Buffer.concat([Buffer.from(`${stat.length} ${links.length}\n`), stat, links, sums]);
+    assert.deepEqual(parseTreeListing(listing, hashText), [
       { path: 'a b', size: 5, mode: 0o644, sha256: sha256('aaaaa') },
+      { path: 'b link', size: 6, mode: 0o777, sha256: sha256('../a b'), link: '../a b' },
       { path: 'line\nbreak', size: 12, mode: 0o755, sha256: sha256('x') },
     ]);
-    assert.throws(() => parseTreeListing(Buffer.concat([Buffer.from(`${stat.length}\n`), stat])), /2 stat records but 0 checksums/);
-    assert.throws(() => parseTreeListing(Buffer.from('garbage')), /malformed tree listing/);
+    assert.throws(() => parseTreeListing(Buffer.concat([Buffer.from(`${stat.length} 0\n`), stat]), hashText), /2 stat records but 0 checksums/);
+    assert.throws(() => parseTreeListing(Buffer.concat([Buffer.from(`${stat.length} 6\n`), stat, Buffer.from('./odd\x00')]), hashText), /bad link section/);
+    assert.throws(() => parseTreeListing(Buffer.from('garbage'), hashText), /malformed tree listing/);
   });
 
   it('hashes match node for a binary file (sanity of the sha256 the scripts compute)', async () => {
     const root = await mkdtemp(path.join(work, 'binary-'));
     const body = Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7) % 256));
-    await writeTree(path.join(root, 'runs', 'r1', 'tree'), { 'bin.dat': body });
-    const listed = await hashTree('dash', root, 'tree');
-    assert.equal(listed.report?.release, 'tree');
-    assert.deepEqual(parseTreeListing(listed.listing!), [{ path: 'bin.dat', size: 5000, mode: 0o644, sha256: createHash('sha256').update(body).digest('hex') }]);
+    await writeTree(path.join(sessionDir(root), 'tree'), { 'bin.dat': body });
+    await chmod(path.join(sessionDir(root), 'tree', 'bin.dat'), 0o640);
+    const listed = await list('dash', root, 'tree');
+    assert.equal(listed.report?.exists, true);
+    assert.deepEqual(parseTreeListing(listed.listing!, hashText), [{ path: 'bin.dat', size: 5000, mode: 0o640, sha256: createHash('sha256').update(body).digest('hex') }]);
+    const absent = await list('dash', root, 'nothing-here');
+    assert.deepEqual([absent.report?.ok, absent.report?.exists], [true, false]);
   });
 });

@@ -1,19 +1,20 @@
 /**
  * The `ssm` driver at the API level, with aws-sdk-client-mock: every
  * invocation status, registration lag, throttling, output truncation, and
- * how the training activities turn each outcome into a typed failure.
+ * how the session activities turn each outcome into a typed failure.
  */
 import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
 import { GetCommandInvocationCommand, InvocationDoesNotExist, SendCommandCommand, SSMClient, ThrottlingException, type GetCommandInvocationCommandOutput } from '@aws-sdk/client-ssm';
 import { ApplicationFailure } from '@temporalio/common';
-import { MockActivityEnvironment } from '@temporalio/testing';
 import { mockClient } from 'aws-sdk-client-mock';
 import { S3BlobStore, createS3Clients } from '../../activities/s3BlobStore';
-import { TargetCommandError } from '../../activities/shellTarget';
-import { SSM_STDOUT_LIMIT, SsmTarget } from '../../activities/ssmTarget';
-import { createTrainingActivities } from '../../activities/training';
+import { createSessionActivities } from '../../activities/session';
+import { TargetCommandError, scriptBackend } from '../../activities/targets/scriptReach';
+import { SSM_STDOUT_LIMIT, SsmChannel, type SsmTargetOptions } from '../../activities/targets/ssm';
 import { PROBE_SCRIPT } from '../../core/shellScripts';
+import type { SessionHandle } from '../../core/target';
+import { activityEnvironment } from '../support/testLogs';
 
 const client = new SSMClient({ region: 'eu-west-1', credentials: { accessKeyId: 'test', secretAccessKey: 'test' } });
 const ssm = mockClient(client);
@@ -27,10 +28,10 @@ beforeEach(() => {
 
 const invocation = (output: Partial<GetCommandInvocationCommandOutput>): GetCommandInvocationCommandOutput => ({ $metadata: {}, ...output });
 const notYet = () => new InvocationDoesNotExist({ message: 'not yet', $metadata: {} });
-const target = (options: Partial<ConstructorParameters<typeof SsmTarget>[0]> = {}) => new SsmTarget({ client, instanceId, ...fast, ...options });
+const target = (options: Partial<ConstructorParameters<typeof SsmChannel>[0]> = {}) => new SsmChannel({ client, instanceId, ...fast, ...options });
 const script = { purpose: 'probe', script: 'echo "$GREETING"', env: { GREETING: "it's $(id)" }, timeoutMs: 60_000 };
 
-describe('SsmTarget', () => {
+describe('SsmChannel', () => {
   it('sends the script with its environment as quoted exports, and polls through registration lag and every waiting status', async () => {
     ssm
       .on(GetCommandInvocationCommand)
@@ -102,22 +103,27 @@ describe('SsmTarget', () => {
   });
 });
 
-describe('training activities over the ssm driver', () => {
+describe('session activities over the ssm driver', () => {
   const { client: s3, presignClient } = createS3Clients({ endpoint: 'http://127.0.0.1:9', region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'a', secretAccessKey: 'b' } });
   const blobs = new S3BlobStore({ client: s3, presignClient, bucket: 'ferry', prefix: '', presignExpirySeconds: 300 });
-  const activities = createTrainingActivities({ blobs, ssm: client });
-  const probe = () =>
-    new MockActivityEnvironment().run(activities.probeProcess, { runId: 'r1', target: { kind: 'ssm' as const, instanceId, root: '/opt/ferry' }, startId: 'start-1', logOffset: 10 });
+  const backend = scriptBackend<SsmTargetOptions>(blobs, (options) => ({ channel: new SsmChannel({ client, instanceId: options.instanceId, ...fast }), root: options.root }));
+  const activities = createSessionActivities({ blobs, targets: new Map([['ssm', backend]]) });
+  const session: SessionHandle = { sessionId: 'r1', target: { kind: 'ssm', instanceId, root: '/opt/ferry' }, bootId: 'b', root: '/opt/ferry/sessions/r1', details: {} };
+  const probe = () => activityEnvironment().run(activities.probeProcess, { session, runId: 'r1', processId: 'start-1', logOffset: 10 });
 
-  it('a probe reads its report line; the presigned chunk URL travels in the script, the run dir from the target root', async () => {
+  it('a probe reads its report line; the presigned chunk URL and the session travel in the script, the root from the target', async () => {
     const tail = Buffer.from('epoch 3/3\n').toString('base64');
     ssm.on(GetCommandInvocationCommand).resolves(
-      invocation({ Status: 'Success', ResponseCode: 0, StandardOutputContent: `ferry-report {"ok":true,"alive":true,"pid":42,"exitCode":null,"logBytes":99,"chunkBytes":89,"tailBase64":"${tail}"}\n` }),
+      invocation({
+        Status: 'Success',
+        ResponseCode: 0,
+        StandardOutputContent: `ferry-report {"ok":true,"bootId":"b","shipped":89,"state":"running","pid":42,"exitCode":null,"timedOut":false,"durationMs":5,"stdoutBytes":99,"stderrBytes":0,"stdoutTail64":"${tail}","stderrTail64":""}\n`,
+      }),
     );
     const result = await probe();
     assert.deepEqual(result, { alive: true, pid: 42, exitCode: null, logBytes: 99, chunkBytes: 89, lastLines: ['epoch 3/3'] });
     const text = ssm.commandCalls(SendCommandCommand)[0]!.args[0].input.Parameters!.commands![0]!;
-    assert.match(text, /^export FERRY_RUN_DIR='\/opt\/ferry\/runs\/r1'\n/);
+    assert.match(text, /^export FERRY_ROOT='\/opt\/ferry'\nexport FERRY_SESSION='r1'\n/);
     assert.match(text, /export FERRY_CHUNK_URL='http:\/\/127\.0\.0\.1:9\/ferry\/training\/r1\/logs\/start-1\/000000000000010\.log\?X-Amz-/);
     assert.ok(text.endsWith(PROBE_SCRIPT));
   });

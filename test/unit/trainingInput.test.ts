@@ -1,25 +1,24 @@
 /** normalizeTrainingInput: defaults, and every problem named at once. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { normalizeTrainingInput, startIdFor, targetRunDir, trainingResumeProblems, type TrainingResume } from '../../core/training';
+import { normalizeTrainingInput, startIdFor, trainingResumeProblems, type TrainingResume } from '../../core/training';
 
 describe('normalizeTrainingInput', () => {
-  it('fills defaults: run id from the workflow id, /opt/ferry on ssm targets, grace 10 s, poll 15 s', () => {
+  it('fills defaults: run id from the workflow id, grace 10 s, poll 15 s; the target is passed on for its driver to check', () => {
     const result = normalizeTrainingInput({ project: { path: '/p' }, target: { kind: 'ssm', instanceId: 'i-0123456789abcdef0' }, command: ['python', 'train.py'] }, 'train-x');
     assert.ok(result.ok);
     assert.equal(result.input.runId, 'train-x');
-    assert.deepEqual(result.input.target, { kind: 'ssm', instanceId: 'i-0123456789abcdef0', root: '/opt/ferry' });
+    assert.deepEqual(result.input.target, { kind: 'ssm', instanceId: 'i-0123456789abcdef0' });
     assert.equal(result.input.startupGraceSeconds, 10);
     assert.equal(result.input.pollSeconds, 15);
-    assert.equal(targetRunDir(result.input.target, 'r1'), '/opt/ferry/runs/r1');
   });
 
-  it('names every problem: run id, root, instance, command, env names and values, timings', () => {
+  it('names every problem: run id, target shape, command, env names and values, timings', () => {
     const result = normalizeTrainingInput(
       {
         runId: '../x',
         project: { path: '', include: [''] },
-        target: { kind: 'shell', root: 'relative/root' },
+        target: { kind: 'Shell!' },
         command: [],
         env: { 'BAD-NAME': 'x', FERRY_RUN_DIR: '/', OK: 'a\0b' },
         pollSeconds: 0,
@@ -28,12 +27,12 @@ describe('normalizeTrainingInput', () => {
     );
     assert.ok(!result.ok);
     const text = result.problems.join('\n');
-    for (const expected of [/runId "\.\.\/x"/, /project\.path/, /project\.include/, /target\.root must be an absolute path/, /command must be/, /"BAD-NAME"/, /FERRY_\* is reserved/, /env OK must be a string without NUL/, /pollSeconds/]) {
+    for (const expected of [/runId "\.\.\/x"/, /project\.path/, /project\.include/, /target\.kind "Shell!" must be a target kind/, /command must be/, /"BAD-NAME"/, /FERRY_\* is reserved/, /env OK must be a string without NUL/, /pollSeconds/]) {
       assert.match(text, expected);
     }
-    const ssm = normalizeTrainingInput({ project: { path: '/p' }, target: { kind: 'ssm', instanceId: 'web-1', root: '/' }, command: ['x'] }, 'wf');
-    assert.ok(!ssm.ok);
-    assert.match(ssm.problems.join('\n'), /instanceId "web-1"[\s\S]*target\.root must not be \//);
+    const missing = normalizeTrainingInput({ project: { path: '/p' }, command: ['x'] }, 'wf');
+    assert.ok(!missing.ok);
+    assert.match(missing.problems.join('\n'), /target must be an object like \{"kind":"local"\}/);
   });
 });
 
@@ -42,7 +41,7 @@ describe('resume (set by the workflow when it continues as new)', () => {
   /** Shaped like what trainingWorkflow carries into its next run. */
   const resume = (): TrainingResume => ({
     manifestDigest: 'b'.repeat(64),
-    release: '1764578289000-bbbbbbbbbbbb',
+    session: { sessionId: 'r1', target: { kind: 'shell', root: '/srv/train' }, bootId: 'boot-1', root: '/srv/train/sessions/r1', details: {} },
     startId: startIdFor(2),
     starts: 2,
     pid: 4242,
@@ -54,7 +53,7 @@ describe('resume (set by the workflow when it continues as new)', () => {
     firstLogLineMs: 1_500,
     filesTotal: 7,
     bytesTotal: 2_097_300,
-    archiveBytes: 2_100_000,
+    bytesLanded: 2_097_300,
     timeToConfirmMs: 2_300,
   });
 
@@ -80,7 +79,7 @@ describe('resume (set by the workflow when it continues as new)', () => {
   it('names every field of the wrong type or format', () => {
     const problems = trainingResumeProblems({
       manifestDigest: 'abc',
-      release: '..',
+      session: { sessionId: 'r1', target: { kind: 'shell' }, bootId: '', root: '/r', details: {} },
       startId: 'start-1;reboot',
       starts: 0,
       pid: -1,
@@ -91,12 +90,12 @@ describe('resume (set by the workflow when it continues as new)', () => {
       firstLogLineMs: 'soon',
       filesTotal: 1,
       bytesTotal: 1,
-      archiveBytes: 1,
+      bytesLanded: 1,
       timeToConfirmMs: 1,
     });
     const expected = [
       /^resume\.manifestDigest "abc" must be a sha256 hex digest/,
-      /^resume\.release "\.\." must match/,
+      /^resume\.session\.bootId must be a non-empty string/,
       /^resume\.starts 0 must be a whole number of at least 1/,
       /^resume\.startId "start-1;reboot" must match/,
       /^resume\.pid -1 must be a process id/,
