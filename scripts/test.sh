@@ -16,6 +16,8 @@ bash scripts/install-tools.sh --only moto
 bash scripts/install-tools.sh --only mcp-python || true
 # Chromium for the Web UI and timeline page tests (skipped, with the reason, when it cannot be installed; failed under CI=true).
 bash scripts/install-browser.sh
+# A real sshd for the ssh target's tests (skipped, with the reason, when it cannot be installed; failed under CI=true).
+bash scripts/install-sshd.sh
 # ferry pins AWS SDK releases that support Node 20; their notice about future releases is noise in test output.
 export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
 # Every test stack writes its workflows' histories here; the replay step, last, replays them against the workflow code.

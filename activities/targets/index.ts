@@ -11,9 +11,10 @@ import { TargetOptionsError, type TargetBackend, type TargetDriver, type TargetE
 import { ecsTarget } from './ecs';
 import { localTarget } from './local';
 import { shellTarget } from './shell';
+import { sshTarget } from './ssh';
 import { ssmTarget } from './ssm';
 
-export const TARGET_DRIVERS: readonly TargetDriver[] = [localTarget, shellTarget, ssmTarget, ecsTarget];
+export const TARGET_DRIVERS: readonly TargetDriver[] = [localTarget, shellTarget, sshTarget, ssmTarget, ecsTarget];
 
 export function targetDriver(kind: string): TargetDriver | undefined {
   return TARGET_DRIVERS.find((driver) => driver.kind === kind);

@@ -1,6 +1,8 @@
 /**
  * Every workflow on every kind of target this machine can run for real:
- * `local` (the runtime agent) and `shell` (scripts run by bash here). Each cell shows that the target
+ * `local` (the runtime agent), `shell` (scripts run by bash here) and `ssh`
+ * (the same scripts over a real sshd on a loopback port, with a generated
+ * host key checked against known_hosts). Each cell shows that the target
  * itself re-hashed the files before code ran: a file changed on the target
  * without changing its size (so only a hash can tell) is found and landed
  * again before the next code reads it. The ecs and ssm kinds are tested at
@@ -15,6 +17,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import type { LandManifestResult, VerifyLandingResult } from '../../activities/session';
+import { sshTarget } from '../../activities/targets/ssh';
 import { PipelineClient } from '../../client/pipelineClient';
 import { followLogs } from '../../client/training';
 import type { ExecuteResult } from '../../core/pipeline';
@@ -22,19 +25,28 @@ import { sessionRoot, type SyncDryRun, type SyncInput, type SyncResult } from '.
 import type { TargetRef } from '../../core/target';
 import type { TrainingInput, TrainingResult } from '../../core/training';
 import { assertNoneIn, sha256, treeHashes, writeTree } from '../support/fixtures';
+import { requireOrSkip } from '../support/requirements';
+import { sshdMissing, startSshd, type RunningSshd } from '../support/sshd';
 import { resultOf, startTestStack, type TestStack } from '../support/testStack';
 
 let stack: TestStack;
 let work: string;
+let sshd: RunningSshd | undefined;
 const TASK_QUEUE = 'ferry-matrix';
+/** The ssh target's tests need a real sshd: skipped without one, failed under CI=true. */
+const sshSkip = requireOrSkip('sshd', sshdMissing());
 
 before(async () => {
   stack = await startTestStack();
   work = await mkdtemp(path.join(os.tmpdir(), 'ferry-matrix-'));
-  await stack.startWorker({ taskQueue: TASK_QUEUE });
+  if (!sshSkip) sshd = await startSshd(path.join(work, 'sshd'));
+  const settings: Record<string, string | undefined> = { ...stack.settings, ...sshd?.settings };
+  const ssh = sshTarget.configure({ settings: (name) => settings[name], blobs: stack.blobs });
+  await stack.startWorker({ taskQueue: TASK_QUEUE, targets: new Map([['ssh', ssh]]) });
 });
 
 after(async () => {
+  await sshd?.stop();
   await stack?.stop();
   if (work) await rm(work, { recursive: true, force: true });
 });
@@ -49,6 +61,11 @@ interface Kind {
 const KINDS: Kind[] = [
   { name: 'local', target: () => ({ kind: 'local' }), sessionDir: (id) => path.join(stack.agentRoot, sessionRoot(id)) },
   { name: 'shell', target: () => ({ kind: 'shell', root: path.join(work, 'shell-target') }), sessionDir: (id) => path.join(work, 'shell-target', sessionRoot(id)) },
+  {
+    name: 'ssh',
+    target: () => ({ kind: 'ssh', host: sshd!.host, port: sshd!.port, user: sshd!.user, root: path.join(work, 'ssh-target') }),
+    sessionDir: (id) => path.join(work, 'ssh-target', sessionRoot(id)),
+  },
 ];
 
 /** Names that break naive scripts and naive agents alike. */
@@ -93,7 +110,7 @@ function assertNothingExecuted(...dirs: string[]): void {
 }
 
 for (const kind of KINDS) {
-  describe(`${kind.name} target`, () => {
+  describe(`${kind.name} target`, { skip: kind.name === 'ssh' && sshSkip }, () => {
     it('sync: hostile names land byte for byte; a same-size change on the target is found by hashing there and repaired', async () => {
       const sessionId = `matrix-sync-${kind.name}`;
       const source = path.join(work, `source-${kind.name}`);
@@ -295,3 +312,29 @@ for (const kind of KINDS) {
     });
   });
 }
+
+describe('ssh target: the host key is always checked', { skip: sshSkip }, () => {
+  it('a host whose key is not the one known_hosts holds is refused at provisioning, not retried, and nothing reaches it', async () => {
+    const other = path.join(work, 'other-known-hosts');
+    // Another host's key under this host's name: what a man in the middle would present.
+    const otherKey = path.join(work, 'other_ed25519');
+    const { execFile } = await import('node:child_process');
+    await new Promise<void>((resolve, reject) => execFile('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', otherKey], (err) => (err ? reject(err) : resolve())));
+    const publicKey = (await readFile(`${otherKey}.pub`, 'utf8')).split(' ').slice(0, 2).join(' ');
+    await writeFile(other, `[127.0.0.1]:${sshd!.port} ${publicKey}\n`);
+    const settings: Record<string, string | undefined> = { ...sshd!.settings, FERRY_SSH_KNOWN_HOSTS: other };
+    const queue = 'ferry-matrix-wrong-key';
+    await stack.startWorker({ taskQueue: queue, targets: new Map([['ssh', sshTarget.configure({ settings: (name) => settings[name], blobs: stack.blobs })]]) });
+    const root = path.join(work, 'never-reached');
+    const input: SyncInput = { sessionId: 'wrong-key', source: { path: work }, target: { kind: 'ssh', host: '127.0.0.1', port: sshd!.port, user: sshd!.user, root } };
+    const handle = await stack.client.workflow.start('syncWorkflow', { taskQueue: queue, workflowId: 'sync-wrong-key', args: [input] });
+    await assert.rejects(handle.result(), (err: unknown) => {
+      assert.ok(err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure, String(err));
+      assert.equal(err.cause.type, 'TargetUnauthorized');
+      assert.match(err.cause.message, /^provisionSession failed: ssh:.*the host's key is not the one .*other-known-hosts holds for it/);
+      return true;
+    });
+    assert.deepEqual((await activities('sync-wrong-key')).map((a) => a.name), [], 'no step completed');
+    assertNoneIn(work, [path.basename(root)], 'nothing ran on the host');
+  });
+});
