@@ -27,18 +27,8 @@ import type { HistoryAnalysis } from '../core/history/analysis';
 import { failureText } from '../core/history/values';
 import type { SessionFilesInput, SessionFilesResult } from '../workflows/files';
 import { clockTime, gapLine, renderTable, stageTable } from './format';
+import { CommandError } from './errors';
 import { countOf, followProgress } from './progress';
-
-/** A failure the CLI reports as one line and a non-zero exit. */
-export class CommandError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode = 1,
-  ) {
-    super(message);
-    this.name = 'CommandError';
-  }
-}
 
 export interface SyncCommandOptions {
   dir: string;

@@ -10,7 +10,7 @@ import { temporal } from '@temporalio/proto';
 import { workflowUiUrl, type FerryConfig } from '../core/config';
 import { analyseHistory, type HistoryAnalysis } from '../core/history/analysis';
 import type { FailureSummary, HistoryEventSummary, PendingActivitySummary, WorkflowHistory } from '../core/history/events';
-import { CommandError } from './commands';
+import { CommandError } from './errors';
 
 const EventType = temporal.api.enums.v1.EventType;
 type HistoryEvent = temporal.api.history.v1.IHistoryEvent;

@@ -23,7 +23,7 @@ import { EXECUTE_LANGUAGES, pipelineWorkflowId, type ExecuteResult, type Pipelin
 import { shellQuote } from '../core/shellScripts';
 import { LINK_POLICIES, sessionIdProblem } from '../core/sync';
 import type { SessionFilesInput, SessionFilesResult } from '../workflows/files';
-import { CommandError } from './commands';
+import { CommandError } from './errors';
 import { formatExplanation } from './explain';
 import { analyseWorkflow } from './history';
 import { ExecuteRefusedError, FollowError, PipelineClient } from './pipelineClient';

@@ -11,7 +11,7 @@ import { formatBytes, formatDurationMs } from '../core/duration';
 import type { LogStream } from '../core/executionLogs';
 import { DEFAULT_LINK_POLICY, type LinkPolicy } from '../core/sync';
 import { inputRefProblem, type ExecuteLanguage, type ExecuteResult, type PipelineInputRef, type PipelineState } from '../core/pipeline';
-import { CommandError } from './commands';
+import { CommandError } from './errors';
 import { renderTable } from './format';
 import { PipelineClient, type FollowedExecution, type StreamOffsets } from './pipelineClient';
 import { withClient } from './temporal';

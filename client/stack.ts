@@ -15,7 +15,7 @@ import { AgentClient } from '../activities/agentClient';
 import { killAgentProcesses } from '../runtime/agent';
 import { resolveConfig, type StackSettings } from '../core/config';
 import { SEARCH_ATTRIBUTES } from '../workflows/definitions';
-import { CommandError } from './commands';
+import { CommandError } from './errors';
 import { STACK_FILE_NAME, readStackState, stackDir, type StackState } from './config';
 import { ServiceStartError, isPidAlive, logTail, spawnManaged, stopPid, type ManagedProcess, type StartedServer } from './managedProcess';
 import { assertPortsFree } from './ports';

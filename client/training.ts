@@ -17,7 +17,7 @@ import type { LinkPolicy } from '../core/sync';
 import { describeTarget, type TargetRef } from '../core/target';
 import { runIdProblem, trainingLogPrefix, trainingWorkflowId, type TrainingInput, type TrainingResult } from '../core/training';
 import { stopTrainingSignal, trainingProgressQuery } from '../workflows/trainingDefinitions';
-import { CommandError } from './commands';
+import { CommandError } from './errors';
 import { linksOption, targetOption } from './targets';
 import { withClient } from './temporal';
 
