@@ -1,7 +1,9 @@
 /**
  * `ferry`: the command line. Thin: parses arguments, loads configuration,
  * calls client/commands or client/stack, prints, and exits non-zero with a
- * one-line cause on failure.
+ * one-line cause on failure. Each command imports what runs it inside its
+ * action, so `ferry --version` and `--help` load none of the Temporal, AWS
+ * or MCP SDKs (test/unit/cliStartup.test.ts holds this).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -9,24 +11,17 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, workflowUiUrl } from '../core/config';
 import { parseBytes, parseDurationMs } from '../core/duration';
 import { unsafePathReason } from '../core/paths';
+import { EXECUTE_LANGUAGES } from '../core/pipeline';
 import { sessionIdProblem, type LinkPolicy } from '../core/sync';
-import { formatFiles, formatSyncSummary, formatTimeline, listSessionFiles, runSync } from './commands';
+import type { TargetRef } from '../core/target';
+import { linksOption, parseStreamOffsets, parseTargetOption, targetOption, withClient } from './commandLine';
 import { loadConfig } from './config';
 import { CommandError } from './errors';
-import { runDemo } from './demo';
-import { formatStarted, formatStatus, parseInputRef, parseStreamOffsets, pipelines, runExec, type ExecCommandOptions } from './pipelineCommands';
-import { EXECUTE_LANGUAGES } from '../core/pipeline';
-import { formatExplanation } from './explain';
-import { analyseWorkflow } from './history';
-import { repoRoot } from './tools';
-import { DEFAULT_PORTS, startStack, stopStack } from './stack';
-import { withClient } from './temporal';
-import { renderTimelineHtml } from './timelineHtml';
-import { runCodecServer } from './codecServer';
-import { formatTargets, linksOption, targetOption } from './targets';
-import { registerTrainingCommands } from './training';
 import { registerMcpCommand } from './mcpCommand';
-import type { TargetRef } from '../core/target';
+import type { ExecCommandOptions } from './pipelineCommands';
+import { DEFAULT_PORTS } from './ports';
+import { repoRoot } from './tools';
+import { registerTrainingCommands } from './trainingCommands';
 
 const print = (text: string) => process.stdout.write(`${text}\n`);
 
@@ -73,7 +68,8 @@ export function buildProgram(): Command {
     .description('Durable, verified code and data sync into compute sessions, orchestrated by Temporal.')
     .version(packageVersion())
     .showHelpAfterError('(run with --help for usage)')
-    .configureHelp({ sortSubcommands: false });
+    .configureHelp({ sortSubcommands: false })
+    .hook('preAction', parseTargetOption);
 
   program
     .command('up')
@@ -85,6 +81,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--agent-port <port>', 'local runtime agent port').default(DEFAULT_PORTS.agent).argParser(portArgument))
     .option('--task-queue <name>', 'task queue the worker polls', process.env.FERRY_TASK_QUEUE ?? 'ferry')
     .action(async (options: { detach: boolean; temporalPort: number; uiPort: number; s3Port: number; agentPort: number; taskQueue: string }) => {
+      const { startStack } = await import('./stack');
       await startStack({
         detach: options.detach,
         ports: { temporal: options.temporalPort, ui: options.uiPort, s3: options.s3Port, agent: options.agentPort },
@@ -97,6 +94,7 @@ export function buildProgram(): Command {
     .command('demo')
     .description('start the embedded stack if needed, run the coder → validator → reporter pipeline on a sample sales CSV, and show the report and timeline')
     .action(async () => {
+      const { runDemo } = await import('./demo');
       await runDemo(print, (line) => process.stderr.write(`${line}\n`));
     });
 
@@ -104,6 +102,7 @@ export function buildProgram(): Command {
     .command('down')
     .description('stop the embedded stack started by `ferry up --detach`')
     .action(async () => {
+      const { stopStack } = await import('./stack');
       print(await stopStack());
     });
 
@@ -119,6 +118,7 @@ export function buildProgram(): Command {
     .option('--dry-run', 'snapshot and print the plan (files, bytes, what is new to the store, what the target already has); store, upload and land nothing', false)
     .option('--json', 'print one JSON object instead of the summary', false)
     .action(async (dir: string, options: { session: string; dest: string; target: TargetRef; links: LinkPolicy; sizeWarning?: number; dryRun: boolean; json: boolean }) => {
+      const { formatSyncSummary, runSync } = await import('./commands');
       await withClient(async (client, config) => {
         const summary = await runSync(client, config, {
           dir,
@@ -142,6 +142,7 @@ export function buildProgram(): Command {
     .addOption(targetOption('where the session lives'))
     .option('--json', 'print JSON', false)
     .action(async (session: string, options: { dest: string; target: TargetRef; json: boolean }) => {
+      const { formatFiles, listSessionFiles } = await import('./commands');
       await withClient(async (client, config) => {
         const listing = await listSessionFiles(client, config, { sessionId: session, dest: options.dest, target: options.target });
         print(options.json ? JSON.stringify(listing) : formatFiles(listing));
@@ -151,7 +152,8 @@ export function buildProgram(): Command {
   program
     .command('targets')
     .description('the kinds of target sessions can live on: what each is, its --target form and the settings it reads')
-    .action(() => {
+    .action(async () => {
+      const { formatTargets } = await import('./targets');
       print(formatTargets());
     });
 
@@ -163,13 +165,16 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON', false)
     .option('--html <file>', 'write the timeline as a self-contained page: a bar per attempt, a lane per pipeline stage, gaps shaded by cause, failures in red')
     .action(async (workflowId: string, options: { gap: number; json: boolean; html?: string }) => {
+      const { analyseWorkflow } = await import('./history');
       await withClient(async (client, config) => {
         const analysis = await analyseWorkflow(client, config, workflowId, options.gap);
         if (options.html) {
+          const { renderTimelineHtml } = await import('./timelineHtml');
           writeFileSync(options.html, renderTimelineHtml(analysis));
           print(`wrote ${path.resolve(options.html)}`);
           return;
         }
+        const { formatTimeline } = await import('./commands');
         print(options.json ? JSON.stringify(analysis) : formatTimeline(analysis));
       });
     });
@@ -186,6 +191,7 @@ export function buildProgram(): Command {
     .addOption(linksOption())
     .option('--json', 'print JSON', false)
     .action(async (options: { session: string; input: string[]; stages: string; idleTimeout: string; target: TargetRef; links: LinkPolicy; json: boolean }) => {
+      const { formatStarted, parseInputRef, pipelines } = await import('./pipelineCommands');
       await withClient(async (client, config) => {
         const started = await pipelines(client, config).start({
           sessionId: options.session,
@@ -204,6 +210,7 @@ export function buildProgram(): Command {
     .requiredOption('--input <path|s3://bucket/prefix/>', 'an input (repeatable)', (value: string, all: string[]) => [...all, value], [] as string[])
     .addOption(linksOption())
     .action(async (workflowId: string, options: { input: string[]; links: LinkPolicy }) => {
+      const { parseInputRef, pipelines } = await import('./pipelineCommands');
       await withClient((client, config) => pipelines(client, config).addInputs(workflowId, options.input.map((input) => parseInputRef(input, options.links))));
       print(`inputs sent to ${workflowId}`);
     });
@@ -213,6 +220,7 @@ export function buildProgram(): Command {
     .argument('<workflowId>', 'pipeline workflow id')
     .requiredOption('--reason <text>', 'why')
     .action(async (workflowId: string, options: { reason: string }) => {
+      const { pipelines } = await import('./pipelineCommands');
       await withClient((client, config) => pipelines(client, config).abort(workflowId, options.reason));
       print(`abort sent to ${workflowId}`);
     });
@@ -231,6 +239,7 @@ export function buildProgram(): Command {
     .option('--offset <bytes>', 'with --attach: skip this many bytes of stdout (and, after a comma, of stderr)', parseStreamOffsets)
     .option('--json', 'print the result as JSON (exit 0 whatever the code returned)', false)
     .action(async (workflowId: string, requestId: string | undefined, options: ExecCommandOptions) => {
+      const { runExec } = await import('./pipelineCommands');
       await runExec(workflowId, requestId, options);
     });
 
@@ -243,6 +252,7 @@ export function buildProgram(): Command {
     .option('--summary <text>', 'what the stage did, kept in the result')
     .option('--stage <name>', 'the stage to finish (default: the current one, read from the pipeline); a resend naming a stage already finished is ignored')
     .action(async (workflowId: string, options: { summary?: string; stage?: string }) => {
+      const { pipelines } = await import('./pipelineCommands');
       const stage = await withClient(async (client, config) => {
         const pipeline = pipelines(client, config);
         // Naming the stage makes a duplicated delivery of this signal harmless.
@@ -259,6 +269,7 @@ export function buildProgram(): Command {
     .argument('<workflowId>', 'pipeline workflow id')
     .option('--json', 'print JSON', false)
     .action(async (workflowId: string, options: { json: boolean }) => {
+      const { formatStatus, pipelines } = await import('./pipelineCommands');
       await withClient(async (client, config) => {
         const state = await pipelines(client, config).state(workflowId);
         print(options.json ? JSON.stringify(state) : formatStatus(config, workflowId, state));
@@ -272,6 +283,8 @@ export function buildProgram(): Command {
     .addOption(new Option('--gap-threshold <duration>', 'report gaps longer than this (e.g. 30s, 5m)').argParser(durationArgument).default(30_000, '30s'))
     .option('--json', 'print the diagnosis as JSON', false)
     .action(async (workflowId: string, options: { gapThreshold: number; json: boolean }) => {
+      const { formatExplanation } = await import('./explain');
+      const { analyseWorkflow } = await import('./history');
       await withClient(async (client, config) => {
         const analysis = await analyseWorkflow(client, config, workflowId, options.gapThreshold);
         print(options.json ? JSON.stringify(analysis) : formatExplanation(analysis));
@@ -285,6 +298,7 @@ export function buildProgram(): Command {
     .option('--host <host>', 'address to bind (anyone who can reach it can decrypt history)', '127.0.0.1')
     .option('--origin <url...>', 'browser origins allowed to call it (default: FERRY_WEB_UI_URL)')
     .action(async (options: { port: number; host: string; origin?: string[] }) => {
+      const { runCodecServer } = await import('./codecServer');
       await runCodecServer(loadConfig(), options, print);
     });
   registerTrainingCommands(program);

@@ -16,7 +16,8 @@ import { formatExecSummary } from './pipelineCommands';
 import { PipelineClient } from './pipelineClient';
 import { writeDemoInput } from './sampleData';
 import { isPidAlive } from './managedProcess';
-import { DEFAULT_PORTS, startStack } from './stack';
+import { DEFAULT_PORTS } from './ports';
+import { startStack } from './stack';
 import { connectClient } from './temporal';
 
 const SESSION = 'demo';

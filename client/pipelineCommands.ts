@@ -57,14 +57,6 @@ export function formatExecSummary(result: ExecuteResult, streamed = false): stri
   return `${result.executionId} in stage ${result.stage}: ${ending} after ${formatDurationMs(result.durationMs)} on boot ${result.bootId.slice(0, 8)}${cut}`;
 }
 
-/** `--offset <stdout>[,<stderr>]`: bytes of each stream to skip when replaying. */
-export function parseStreamOffsets(value: string): Partial<StreamOffsets> {
-  const parts = value.split(',');
-  const numbers = parts.map((part) => Number(part.trim()));
-  if (parts.length > 2 || numbers.some((n) => !Number.isSafeInteger(n) || n < 0)) throw new CommandError(`--offset ${JSON.stringify(value)}: expected <stdout bytes>[,<stderr bytes>], e.g. 1200 or 1200,40`, 2);
-  return { stdout: numbers[0], stderr: numbers[1] ?? 0 };
-}
-
 export interface ExecCommandOptions {
   lang?: ExecuteLanguage;
   code?: string;

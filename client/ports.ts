@@ -1,6 +1,9 @@
 /** Free loopback ports for the servers ferry starts, and a clear error for one already taken. */
 import * as net from 'node:net';
 
+/** The ports `ferry up` gives the embedded stack's services unless told others. */
+export const DEFAULT_PORTS = { temporal: 7233, ui: 8233, s3: 8333, agent: 8390 };
+
 /** A port a server needs is already bound by something else. */
 export class PortInUseError extends Error {
   override readonly name = 'PortInUseError';

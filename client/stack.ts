@@ -18,12 +18,11 @@ import { SEARCH_ATTRIBUTES } from '../workflows/definitions';
 import { CommandError } from './errors';
 import { STACK_FILE_NAME, readStackState, stackDir, type StackState } from './config';
 import { ServiceStartError, isPidAlive, logTail, spawnManaged, stopPid, type ManagedProcess, type StartedServer } from './managedProcess';
-import { assertPortsFree } from './ports';
+import { assertPortsFree, type DEFAULT_PORTS } from './ports';
 import { repoRoot, resolveTool } from './tools';
 import { startS3Server } from './s3Server';
 import { startTemporalDevServer } from './temporalServer';
 
-export const DEFAULT_PORTS = { temporal: 7233, ui: 8233, s3: 8333, agent: 8390 };
 const HOST = '127.0.0.1';
 const BUCKET = 'ferry';
 
@@ -348,7 +347,7 @@ async function healStack(dir: string, existing: StackState, options: StartStackO
 
 /** Stops the stack recorded in `.ferry/stack.json`. */
 export async function stopStack(): Promise<string> {
-  const dir = stackDir();
+  const dir = process.env.FERRY_HOME ? path.resolve(process.env.FERRY_HOME) : stackDir();
   const state = readStackState(dir);
   if (!state) return `no ferry stack recorded in ${dir}: nothing to stop`;
   // The agent kills the processes sessions started when it is told to stop (SIGTERM).

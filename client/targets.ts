@@ -3,18 +3,16 @@
  * registered driver's form (`local`, `shell:<root>`, `ssm:<instance-id>`, …), or the same
  * object as JSON (`--target '{"kind":"ssm","instanceId":"i-…","region":"eu-west-1"}'`),
  * and `ferry targets`, which lists every registered kind. Each driver parses
- * its own form (activities/targets).
+ * its own form (activities/targets); loading them loads the AWS SDK, so only
+ * a command that takes a `--target` or lists them imports this module
+ * (client/options parses `--target` through it).
  */
-import { InvalidArgumentError, Option } from 'commander';
+import { InvalidArgumentError } from 'commander';
 import { TARGET_DRIVERS, parseTargetSpec } from '../activities/targets';
 import { TargetOptionsError } from '../activities/targets/driver';
-import { DEFAULT_LINK_POLICY, LINK_POLICIES } from '../core/sync';
-import { DEFAULT_TARGET, targetRefProblem, type TargetRef } from '../core/target';
+import { targetRefProblem, type TargetRef } from '../core/target';
 
-/** The forms `--target` takes, for help texts. */
-export const TARGET_FORMS = () => `${TARGET_DRIVERS.map((driver) => driver.spec).join(' | ')}, or a JSON object (default local)`;
-
-/** commander parser for `--target`. */
+/** Parses a `--target` value; a bad one is an InvalidArgumentError naming the problem. */
 export function targetArgument(value: string): TargetRef {
   if (value.trim().startsWith('{')) {
     let parsed: unknown;
@@ -40,18 +38,6 @@ function checked(parse: () => TargetRef): TargetRef {
     if (err instanceof TargetOptionsError) throw new InvalidArgumentError(err.message);
     throw err;
   }
-}
-
-/** `--target`, parsed by the kind's own driver. */
-export function targetOption(what: string): Option {
-  return new Option('--target <target>', `${what}: ${TARGET_FORMS()}`).argParser(targetArgument).default(DEFAULT_TARGET, 'local');
-}
-
-/** `--links`: the snapshot's link policy (core/sync LinkPolicy), the same on every command that snapshots a folder. */
-export function linksOption(): Option {
-  return new Option('--links <policy>', 'symlinks pointing outside the folder (or to nothing): skip and list them, follow them, copy them as links, or error')
-    .choices(LINK_POLICIES)
-    .default(DEFAULT_LINK_POLICY);
 }
 
 /** `ferry targets`: each kind, what it is, its `--target` form and the settings it reads. */
