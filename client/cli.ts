@@ -8,7 +8,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ConfigError, workflowUiUrl } from '../core/config';
+import { ConfigError, taskQueueSetting, workflowUiUrl } from '../core/config';
 import { parseBytes, parseDurationMs } from '../core/duration';
 import { unsafePathReason } from '../core/paths';
 import { EXECUTE_LANGUAGES } from '../core/pipeline';
@@ -79,7 +79,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--ui-port <port>', 'Temporal Web UI port').default(DEFAULT_PORTS.ui).argParser(portArgument))
     .addOption(new Option('--s3-port <port>', 'S3 server port').default(DEFAULT_PORTS.s3).argParser(portArgument))
     .addOption(new Option('--agent-port <port>', 'local runtime agent port').default(DEFAULT_PORTS.agent).argParser(portArgument))
-    .option('--task-queue <name>', 'task queue the worker polls', process.env.FERRY_TASK_QUEUE ?? 'ferry')
+    .option('--task-queue <name>', 'task queue the worker polls', taskQueueSetting(process.env))
     .action(async (options: { detach: boolean; temporalPort: number; uiPort: number; s3Port: number; agentPort: number; taskQueue: string }) => {
       const { startStack } = await import('./stack');
       await startStack({

@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { resolveConfig, type FerryConfig, type StackSettings } from '../core/config';
+import { resolveConfig, stackHomeSetting, type FerryConfig, type StackSettings } from '../core/config';
 
 export const STACK_DIR_NAME = '.ferry';
 export const STACK_FILE_NAME = 'stack.json';
@@ -22,7 +22,8 @@ export interface StackState {
 
 /** The stack folder to use: FERRY_HOME, else the nearest `.ferry` with a stack file, else `./.ferry`. */
 export function stackDir(cwd = process.cwd()): string {
-  if (process.env.FERRY_HOME) return path.resolve(process.env.FERRY_HOME);
+  const home = stackHomeSetting(process.env);
+  if (home !== undefined) return path.resolve(home);
   for (let dir = path.resolve(cwd); ; dir = path.dirname(dir)) {
     if (existsSync(path.join(dir, STACK_DIR_NAME, STACK_FILE_NAME))) return path.join(dir, STACK_DIR_NAME);
     if (path.dirname(dir) === dir) return path.resolve(cwd, STACK_DIR_NAME);

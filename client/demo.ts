@@ -6,6 +6,7 @@
  * from the verified CSV, the timeline and where to look in the Web UI.
  */
 import path from 'node:path';
+import { taskQueueSetting } from '../core/config';
 import { pipelineWorkflowId } from '../core/pipeline';
 import { blobStoreFromConfig } from '../activities/s3BlobStore';
 import { formatTimeline } from './commands';
@@ -25,7 +26,7 @@ const SESSION = 'demo';
 export async function runDemo(print: (text: string) => void, report: (line: string) => void): Promise<void> {
   const state = readStackState();
   if (!state?.services.every((s) => isPidAlive(s.pid))) {
-    await startStack({ detach: true, ports: DEFAULT_PORTS, taskQueue: process.env.FERRY_TASK_QUEUE ?? 'ferry', report });
+    await startStack({ detach: true, ports: DEFAULT_PORTS, taskQueue: taskQueueSetting(process.env), report });
   } else {
     report(`using the running ferry stack in ${stackDir()}`);
   }

@@ -234,7 +234,7 @@ function describeStack(settings: StackSettings, dir: string, detached: boolean):
  * run in the foreground by another `ferry up`, it is that command's.
  */
 export async function startStack(options: StartStackOptions): Promise<void> {
-  const dir = process.env.FERRY_HOME ? path.resolve(process.env.FERRY_HOME) : stackDir();
+  const dir = stackDir();
   mkdirSync(dir, { recursive: true });
   restrictStackFolder(dir);
   const existing = readStackState(dir);
@@ -347,7 +347,7 @@ async function healStack(dir: string, existing: StackState, options: StartStackO
 
 /** Stops the stack recorded in `.ferry/stack.json`. */
 export async function stopStack(): Promise<string> {
-  const dir = process.env.FERRY_HOME ? path.resolve(process.env.FERRY_HOME) : stackDir();
+  const dir = stackDir();
   const state = readStackState(dir);
   if (!state) return `no ferry stack recorded in ${dir}: nothing to stop`;
   // The agent kills the processes sessions started when it is told to stop (SIGTERM).

@@ -98,6 +98,7 @@ export const SETTINGS = {
   FERRY_METRICS_ADDRESS: 'host:port where the worker serves Prometheus metrics at /metrics (default: off)',
   FERRY_WORKER_SHUTDOWN_GRACE_SECONDS: 'after SIGTERM, seconds running activities get to finish (default 25, below ECS\'s 30 s stop timeout)',
   FERRY_CODEC_KEY: 'base64 of a 32-byte key; set → payloads in workflow history are AES-256-GCM encrypted (default: off)',
+  FERRY_HOME: "folder of the embedded stack's state and logs (default: the nearest .ferry/ holding a stack.json, in the working directory or a parent, else ./.ferry)",
   FERRY_SIZE_WARNING: 'snapshots larger than this name their largest folders before upload, e.g. 500MB or 2GiB (default 1GiB; read by `ferry sync`)',
 } as const;
 
@@ -114,11 +115,26 @@ export class ConfigError extends Error {
   }
 }
 
-export function resolveConfig(env: Record<string, string | undefined>, stack: StackSettings = {}): FerryConfig {
-  const read: SettingsReader = (name) => {
+/** Reads settings from `env`, then from what `ferry up` recorded in `stack`. */
+function settingsReader(env: Record<string, string | undefined>, stack: StackSettings): SettingsReader {
+  return (name) => {
     const value = env[name] ?? stack[name];
     return value === undefined || value === '' ? undefined : value;
   };
+}
+
+/** FERRY_TASK_QUEUE alone: `ferry up` shows it as a default before any other setting is checked. */
+export function taskQueueSetting(env: Record<string, string | undefined>, stack: StackSettings = {}): string {
+  return settingsReader(env, stack)('FERRY_TASK_QUEUE') ?? 'ferry';
+}
+
+/** FERRY_HOME as given (the client resolves it against the working directory); undefined when unset. */
+export function stackHomeSetting(env: Record<string, string | undefined>): string | undefined {
+  return settingsReader(env, {})('FERRY_HOME');
+}
+
+export function resolveConfig(env: Record<string, string | undefined>, stack: StackSettings = {}): FerryConfig {
+  const read = settingsReader(env, stack);
 
   const address = read('FERRY_TEMPORAL_ADDRESS') ?? '127.0.0.1:7233';
   if (!/^[^\s:/]+:\d{1,5}$/.test(address)) throw new ConfigError('FERRY_TEMPORAL_ADDRESS', `expected host:port, got ${JSON.stringify(address)}`);
@@ -164,7 +180,7 @@ export function resolveConfig(env: Record<string, string | undefined>, stack: St
       ...temporalConnection,
       address,
       namespace: read('FERRY_NAMESPACE') ?? 'default',
-      taskQueue: read('FERRY_TASK_QUEUE') ?? 'ferry',
+      taskQueue: taskQueueSetting(env, stack),
       webUiUrl: (read('FERRY_WEB_UI_URL') ?? 'http://127.0.0.1:8233').replace(/\/$/, ''),
     },
     s3: {
