@@ -51,8 +51,8 @@ export async function runDemo(print: (text: string) => void, report: (line: stri
     print(formatTimeline(await analyseWorkflow(client, config, workflowId, 30_000)));
     print('');
     print(`report.md is in S3 as ${reportFile.key} (sha256 ${reportFile.sha256.slice(0, 16)}…)`);
-    print(`the pipeline's state:  npx ferry status ${pipelineWorkflowId(SESSION)}`);
-    print(`the stack keeps running for the Web UI (${config.temporal.webUiUrl}); stop it with: npx ferry down`);
+    print(`the pipeline's state:  node bin/ferry.js status ${pipelineWorkflowId(SESSION)}`);
+    print(`the stack keeps running for the Web UI (${config.temporal.webUiUrl}); stop it with: node bin/ferry.js down`);
   } finally {
     await close();
   }

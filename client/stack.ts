@@ -222,8 +222,8 @@ function describeStack(settings: StackSettings, dir: string, detached: boolean):
     `  s3         ${config.s3.endpoint} (bucket ${BUCKET})`,
     `  agent      ${settings.FERRY_LOCAL_AGENT_URL} (root ${agentRootOf(dir)})`,
     `  state      ${dir}`,
-    `  next       npx ferry sync <dir> --session <id>`,
-    detached ? '  stop with  npx ferry down' : '  Ctrl-C stops everything',
+    `  next       ferry sync <dir> --session <id>`,
+    detached ? '  stop with  ferry down' : '  Ctrl-C stops everything',
   ].join('\n');
 }
 
