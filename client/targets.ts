@@ -12,6 +12,9 @@ import { TARGET_DRIVERS, parseTargetSpec } from '../activities/targets';
 import { TargetOptionsError } from '../activities/targets/driver';
 import { targetRefProblem, type TargetRef } from '../core/target';
 
+/** The forms `--target` takes, for help texts that may load the drivers (the MCP tools). */
+export const TARGET_FORMS = (): string => `${TARGET_DRIVERS.map((driver) => driver.spec).join(' | ')}, or a JSON target object (default local)`;
+
 /** Parses a `--target` value; a bad one is an InvalidArgumentError naming the problem. */
 export function targetArgument(value: string): TargetRef {
   if (value.trim().startsWith('{')) {
