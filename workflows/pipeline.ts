@@ -73,6 +73,8 @@ const { executeCode } = proxyActivities<FerryActivities>(executeStep);
 const DEFAULT_EXECUTE_TIMEOUT_SECONDS = 600;
 /** Patch id: finishStage naming another stage than the current one is ignored. */
 const FINISH_STAGE_CHECKS_NAME = 'finish-stage-checks-stage-name';
+/** Patch id: the stage's idle clock is one timer per idle period, not one per update or signal. */
+const STAGE_IDLE_CLOCK = 'stage-idle-clock';
 /** Steps kept for the timeline query (and carried over on continue-as-new). */
 const TIMELINE_STEPS_KEPT = 500;
 
@@ -127,6 +129,12 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
   let abortRequested: { reason: string } | undefined;
   /** Bumped by every update and signal: the stage's idle clock restarts on any of them. */
   let touches = 0;
+  /** When the stage's idle clock last restarted (an update, a signal, the stage's start, an input sync): workflow time. */
+  let idleSince: number;
+  const touch = () => {
+    touches++;
+    idleSince = Date.now();
+  };
   let executionsRunning = 0;
   let continuing = false;
   /** Why the pipeline is ending, for executions that arrive too late to run. */
@@ -306,7 +314,7 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
   setHandler(
     executeUpdate,
     async (request) => {
-      touches++;
+      touch();
       // Every update has an id (the caller's request id, or one Temporal chose); records are found by it.
       const requestId = currentUpdateInfo()?.id ?? uuid4();
       // An execute sent right after finishStage belongs to the next stage.
@@ -320,7 +328,7 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
         return await lock.run(() => runExecution(request, requestId));
       } finally {
         executionsRunning--;
-        touches++;
+        touch();
       }
     },
     {
@@ -337,7 +345,7 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
     },
   );
   setHandler(finishStageSignal, (request) => {
-    touches++;
+    touch();
     const named = request?.stage;
     // A resent finishStage (a retried agent) arriving after its stage ended would otherwise finish the next stage unrun.
     // The patch keeps histories recorded before stage names were checked replaying as they ran.
@@ -348,7 +356,7 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
     finishRequested = { summary: request?.summary };
   });
   setHandler(addInputsSignal, (request) => {
-    touches++;
+    touch();
     const problems = request && Array.isArray(request.inputs) ? inputRefsProblems(request.inputs, 'inputs') : ['addInputs needs {"inputs": [...]}'];
     if (problems.length) {
       // A signal cannot be refused; the problem goes to the log and the inputs are ignored.
@@ -358,7 +366,7 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
     pendingInputs.push(...request.inputs);
   });
   setHandler(abortSignal, (request) => {
-    touches++;
+    touch();
     abortRequested = { reason: typeof request?.reason === 'string' && request.reason !== '' ? request.reason : 'no reason given' };
   });
 
@@ -385,19 +393,29 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
       state.status = 'running';
       state.stage = stage.name;
       upsertSearchAttributes([{ key: FerryStage, value: stage.name }]);
+      idleSince = Date.now();
       for (;;) {
         const seen = touches;
-        const active = await condition(
-          () => finishRequested !== undefined || abortRequested !== undefined || touches !== seen || pendingInputs.length > 0 || (executionsRunning === 0 && historyTooLong()),
-          input.stageIdleTimeoutMs,
-          { summary: AGENT_WAIT_TIMER_SUMMARY },
-        );
+        // A finishStage that arrives while an execution runs waits for its end (which wakes this again).
+        const due = () => (finishRequested !== undefined && executionsRunning === 0) || abortRequested !== undefined || pendingInputs.length > 0 || (executionsRunning === 0 && historyTooLong());
+        // One timer per idle period: when it fires the clock is read again, and only a stage idle all along fails.
+        // Histories recorded before restarted the timer on every update and signal (a cancel and a new timer each).
+        const oneIdleTimer = patched(STAGE_IDLE_CLOCK);
+        const idleLeftMs = executionsRunning > 0 ? input.stageIdleTimeoutMs : idleSince + input.stageIdleTimeoutMs - Date.now();
+        const woken = oneIdleTimer
+          ? await condition(due, Math.max(1, idleLeftMs), { summary: AGENT_WAIT_TIMER_SUMMARY })
+          : await condition(() => due() || touches !== seen, input.stageIdleTimeoutMs, { summary: AGENT_WAIT_TIMER_SUMMARY });
         if (abortRequested) {
           throw ApplicationFailure.create({ type: FailureType.PipelineAborted, message: `aborted: ${abortRequested.reason}`, details: [{ reason: abortRequested.reason, stage: stage.name }], nonRetryable: true });
         }
-        if (pendingInputs.length > 0) await lock.run(syncPendingInputs);
+        if (pendingInputs.length > 0) {
+          await lock.run(syncPendingInputs);
+          idleSince = Date.now();
+        }
         if (finishRequested && executionsRunning === 0) break;
-        if (!active && executionsRunning === 0 && !finishRequested) {
+        // The timer a touch restarted never fires: before the patch, a fired timer meant idle.
+        const idle = !woken && executionsRunning === 0 && (oneIdleTimer ? Date.now() - idleSince >= input.stageIdleTimeoutMs : !finishRequested);
+        if (idle) {
           throw ApplicationFailure.create({
             type: FailureType.StageIdleTimeout,
             message: `stage ${stage.name} saw no execute, finishStage or other signal for ${input.stageIdleTimeoutMs / 1000} s`,

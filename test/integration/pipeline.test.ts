@@ -152,6 +152,24 @@ describe('pipelineWorkflow', () => {
     assert.deepEqual(steps.slice(firstExec + 1, firstExec + 5), ['checkSession', 'landManifest', 'verifyLanding', 'executeCode']);
   });
 
+  it('finishStage sent while an execution runs lets it end, then finishes the stage', { timeout: 120_000 }, async () => {
+    const { workflowId } = await start('finish-mid', { stages: ['coder', 'reporter'] });
+    const running = pipelines.execute(workflowId, { language: 'bash', code: 'sleep 2; echo done' });
+    for (let polls = 0; !(await pipelines.state(workflowId)).executions?.some((e) => e.status === 'running'); polls++) {
+      assert.ok(polls < 300, 'the execution started within 30 s');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await pipelines.finishStage(workflowId, 'finished mid-run');
+    const mid = await running;
+    assert.equal(mid.stdoutTail.trim(), 'done');
+    assert.equal(mid.stage, 'coder');
+    const next = await pipelines.execute(workflowId, { language: 'bash', code: 'true' });
+    assert.equal(next.stage, 'reporter', 'an execute after the finish runs in the next stage');
+    await pipelines.finishStage(workflowId);
+    const result = await pipelines.result(workflowId);
+    assert.deepEqual(result.stages.map((s) => [s.name, s.status, s.executions, s.summary]), [['coder', 'finished', 1, 'finished mid-run'], ['reporter', 'finished', 1, undefined]]);
+  });
+
   it('fails a stage left idle with StageIdleTimeout naming it, and releases the session', async () => {
     const { workflowId } = await start('idle', { stageIdleTimeout: '3s' });
     await assert.rejects(pipelines.result(workflowId), (err: unknown) => {
