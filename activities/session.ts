@@ -82,6 +82,8 @@ export interface CheckSessionInput {
 }
 
 export interface CheckSessionResult {
+  /** The session checked: a local activity's record in history holds its result but not its input. */
+  sessionId: string;
   /** False when the session did not answer: it must be provisioned again. */
   reachable: boolean;
   bootId?: string;
@@ -405,12 +407,12 @@ export function createSessionActivities(deps: SessionDeps) {
         const type = (err as { type?: string }).type;
         if (type === FailureType.TargetUnavailable || type === FailureType.TargetCommandTimedOut) {
           Context.current().log.warn('session unreachable', { sessionId: input.session.sessionId, error: (err as Error).message });
-          return { reachable: false, restarted: true, missing: [], changed: [] };
+          return { sessionId: input.session.sessionId, reachable: false, restarted: true, missing: [], changed: [] };
         }
         throw err;
       }
       const restarted = bootId !== input.session.bootId;
-      if (!input.dataManifestDigest) return { reachable: true, bootId, restarted, missing: [], changed: [] };
+      if (!input.dataManifestDigest) return { sessionId: input.session.sessionId, reachable: true, bootId, restarted, missing: [], changed: [] };
       const manifest = await blobs.getManifest(input.dataManifestDigest).catch((err) => {
         throw blobStoreFailure(err);
       });
@@ -418,7 +420,7 @@ export function createSessionActivities(deps: SessionDeps) {
       const sizes = new Map(listed.files.map((f) => [f.path, f.size]));
       const missing = manifest.files.filter((f) => !sizes.has(f.path)).map((f) => f.path);
       const changed = manifest.files.filter((f) => sizes.has(f.path) && sizes.get(f.path) !== f.size).map((f) => f.path);
-      return { reachable: true, bootId: listed.bootId, restarted: restarted || listed.bootId !== input.session.bootId, missing: missing.slice(0, DETAIL_PATHS), changed: changed.slice(0, DETAIL_PATHS) };
+      return { sessionId: input.session.sessionId, reachable: true, bootId: listed.bootId, restarted: restarted || listed.bootId !== input.session.bootId, missing: missing.slice(0, DETAIL_PATHS), changed: changed.slice(0, DETAIL_PATHS) };
     },
 
     /**

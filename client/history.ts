@@ -80,6 +80,18 @@ export function failureSummary(failure: Failure | null | undefined): FailureSumm
   return summary;
 }
 
+/** The marker a workflow task records for each local activity that ended (the SDK's core writes it). */
+const LOCAL_ACTIVITY_MARKER = 'core_local_activity';
+
+/** The marker's `data` detail: the SDK core's LocalActivityMarkerData as JSON, field names as the proto spells them. */
+interface LocalActivityMarkerData {
+  attempt?: number;
+  activity_id?: string;
+  activity_type?: string;
+  complete_time?: Timestamp;
+  original_schedule_time?: Timestamp;
+}
+
 /** Sticky queues carry a per-worker name; people know the queue by its normal name. */
 function queueName(queue: temporal.api.taskqueue.v1.ITaskQueue | null | undefined): string {
   return queue?.normalName || queue?.name || '';
@@ -215,6 +227,20 @@ export function summarizeHistory(events: HistoryEvent[]): HistoryEventSummary[] 
       });
     } else if (type === EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED) {
       summaries.push({ kind: 'activityClosed', ...base, status: 'canceled', scheduledEventId: Number(event.activityTaskCanceledEventAttributes!.scheduledEventId ?? 0) });
+    } else if (type === EventType.EVENT_TYPE_MARKER_RECORDED && event.markerRecordedEventAttributes?.markerName === LOCAL_ACTIVITY_MARKER) {
+      const attributes = event.markerRecordedEventAttributes;
+      const data = firstPayload(attributes.details?.data) as LocalActivityMarkerData | undefined;
+      summaries.push({
+        kind: 'localActivity',
+        ...base,
+        activityId: String(data?.activity_id ?? ''),
+        activityType: String(data?.activity_type ?? ''),
+        attempt: Number(data?.attempt ?? 1),
+        originalScheduleMs: timestampMs(data?.original_schedule_time),
+        completedMs: timestampMs(data?.complete_time),
+        result: firstPayload(attributes.details?.result),
+        failure: failureSummary(attributes.failure),
+      });
     } else if (type === EventType.EVENT_TYPE_TIMER_STARTED) {
       const attributes = event.timerStartedEventAttributes;
       const summary = decodePayload(event.userMetadata?.summary);

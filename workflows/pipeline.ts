@@ -18,6 +18,7 @@ import {
   log,
   patched,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
   upsertSearchAttributes,
   uuid4,
@@ -60,7 +61,7 @@ import {
   pipelineTimelineQuery,
 } from './definitions';
 import { landAndVerify as landAndVerifyIn, snapshotAndUpload, type UploadSource } from './landing';
-import { failureType, retry, sessionStep, stepFailure, transferStep, verifyStep } from './steps';
+import { cheapCheckStep, failureType, retry, sessionStep, stepFailure, transferStep, verifyStep } from './steps';
 
 /** Code runs once per execution id (the target reports the first run on a retry), so retries only cover transport. */
 const executeStep: ActivityOptions = { startToCloseTimeout: '25h', heartbeatTimeout: '60s', retry: { ...retry, maximumAttempts: 5 } };
@@ -69,12 +70,15 @@ const { provisionSession, checkSession, releaseSession, composeInputs } = proxyA
 const { snapshotS3Input, collectArtifacts } = proxyActivities<FerryActivities>(transferStep);
 const { verifyLanding } = proxyActivities<FerryActivities>(verifyStep);
 const { executeCode } = proxyActivities<FerryActivities>(executeStep);
+const { checkSession: checkSessionLocally } = proxyLocalActivities<FerryActivities>(cheapCheckStep);
 
 const DEFAULT_EXECUTE_TIMEOUT_SECONDS = 600;
 /** Patch id: finishStage naming another stage than the current one is ignored. */
 const FINISH_STAGE_CHECKS_NAME = 'finish-stage-checks-stage-name';
 /** Patch id: the stage's idle clock is one timer per idle period, not one per update or signal. */
 const STAGE_IDLE_CLOCK = 'stage-idle-clock';
+/** Patch id: checkSession runs as a local activity; histories recorded before scheduled it on the task queue. */
+const CHECK_SESSION_LOCALLY = 'check-session-as-local-activity';
 /** Steps kept for the timeline query (and carried over on continue-as-new). */
 const TIMELINE_STEPS_KEPT = 500;
 
@@ -228,7 +232,8 @@ export async function pipelineWorkflow(rawInput: PipelineInput, carried?: Pipeli
    */
   const ensureSessionVerified = async (): Promise<void> => {
     await syncPendingInputs();
-    const check = await step('checkSession', () => checkSession({ session: state.session!, dataManifestDigest: state.dataManifestDigest }), (r) =>
+    const checkInput = { session: state.session!, dataManifestDigest: state.dataManifestDigest };
+    const check = await step('checkSession', () => (patched(CHECK_SESSION_LOCALLY) ? checkSessionLocally(checkInput) : checkSession(checkInput)), (r) =>
       !r.reachable ? 'unreachable' : r.restarted ? 'restarted' : r.missing.length + r.changed.length > 0 ? `${r.missing.length} missing, ${r.changed.length} changed` : 'ok',
     );
     if (!check.reachable) {

@@ -3,7 +3,7 @@
  * profiles by kind of work, and how an activity's failure becomes the
  * workflow's (step named, the activity's type and details kept).
  */
-import { ActivityFailure, ApplicationFailure, type ActivityOptions } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, type ActivityOptions, type LocalActivityOptions } from '@temporalio/workflow';
 import type { RetryPolicy } from '@temporalio/common';
 
 export const retry: RetryPolicy = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
@@ -14,6 +14,13 @@ export const snapshotStep: ActivityOptions = { startToCloseTimeout: '1h', heartb
 export const transferStep: ActivityOptions = { startToCloseTimeout: '4h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 10 } };
 /** Session control and cheap checks (provision, check, release): quick, a few attempts. Provisioning an ECS task can take minutes, so it heartbeats. */
 export const sessionStep: ActivityOptions = { startToCloseTimeout: '15m', heartbeatTimeout: '60s', retry: { ...retry, maximumAttempts: 5 } };
+/**
+ * A check before every execution, run as a local activity in the workflow's
+ * own worker: no task-queue round trip, no workflow task of its own, its
+ * result still in history (a marker). A boot id and a listing of sizes, so
+ * two minutes is ample; a few attempts, as sessionStep.
+ */
+export const cheapCheckStep: LocalActivityOptions = { startToCloseTimeout: '2m', retry: { ...retry, maximumAttempts: 5 } };
 /** Re-hashing on the target; a mismatch rarely heals by itself, so few attempts before it surfaces. */
 export const verifyStep: ActivityOptions = { startToCloseTimeout: '1h', heartbeatTimeout: '30s', retry: { ...retry, initialInterval: '2s', maximumAttempts: 3 } };
 

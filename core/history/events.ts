@@ -51,6 +51,25 @@ export type HistoryEventSummary =
       /** Why Temporal stopped retrying: `nonRetryableFailure`, `maximumAttemptsReached`, `timeout`, … */
       retryState?: string;
     }
+  /**
+   * A local activity (run inside the workflow's own worker), from the marker
+   * its workflow task recorded once it ended: no scheduled or started event,
+   * no input, only the last attempt's end and result or failure.
+   */
+  | {
+      kind: 'localActivity';
+      eventId: number;
+      timeMs: number;
+      activityId: string;
+      activityType: string;
+      attempt: number;
+      /** When its first attempt was scheduled, as the worker recorded it (absent or after `completedMs` in some SDK versions: read with care). */
+      originalScheduleMs?: number;
+      /** When its last attempt ended, on the worker's clock. */
+      completedMs?: number;
+      result?: unknown;
+      failure?: FailureSummary;
+    }
   | { kind: 'timerStarted'; eventId: number; timeMs: number; timerId: string; durationMs?: number; summary?: string }
   | { kind: 'timerFired' | 'timerCanceled'; eventId: number; timeMs: number; timerId: string }
   | { kind: 'signal'; eventId: number; timeMs: number; name: string; input?: unknown }

@@ -4,7 +4,7 @@
  * The one record the table, the page and the explanation all read.
  */
 import { Activity } from '../activityNames';
-import type { FailureSummary, WorkflowHistory } from './events';
+import type { FailureSummary, HistoryEventSummary, WorkflowHistory } from './events';
 import { upsertedStage } from './events';
 import { field, iso, stringField, withoutUndefined } from './values';
 
@@ -87,9 +87,15 @@ export function readSteps(history: WorkflowHistory): StepRecord[] {
   const records = new Map<number, StepRecord>();
   /** The stage the workflow is in: from its FerryStage upsert until that stage's artifacts are collected. */
   let stage: string | undefined;
+  /** When the latest workflow task started: a local activity runs within one, after its start. */
+  let workflowTaskStartedMs: number | undefined;
   for (const event of history.events) {
     if (event.kind === 'searchAttributesUpserted') {
       stage = upsertedStage(event) ?? stage;
+    } else if (event.kind === 'workflowTaskStarted') {
+      workflowTaskStartedMs = event.timeMs;
+    } else if (event.kind === 'localActivity') {
+      records.set(event.eventId, localActivityRecord(history.workflowId, event, stage, workflowTaskStartedMs));
     } else if (event.kind === 'activityScheduled') {
       // Releasing the session ends the pipeline, whichever stage it ended in.
       if (event.activityType === Activity.releaseSession) stage = undefined;
@@ -142,6 +148,32 @@ export function readSteps(history: WorkflowHistory): StepRecord[] {
     if (info.lastFailure) record.lastRetryFailure = info.lastFailure;
   }
   return [...records.values()].sort((a, b) => a.scheduledMs - b.scheduledMs || a.scheduledEventId - b.scheduledEventId);
+}
+
+/**
+ * A local activity's step. Its marker holds neither a scheduled nor a started
+ * time one can trust (the worker may record the first schedule after the
+ * end), so it counts from the workflow task it ran in, or from the first
+ * schedule when that is earlier (retries spanning workflow tasks); it waits
+ * in no queue, so it starts when scheduled.
+ */
+function localActivityRecord(workflowId: string, event: Extract<HistoryEventSummary, { kind: 'localActivity' }>, stage: string | undefined, workflowTaskStartedMs: number | undefined): StepRecord {
+  const closedMs = event.completedMs ?? event.timeMs;
+  const scheduledMs = Math.min(closedMs, workflowTaskStartedMs ?? closedMs, event.originalScheduleMs ?? closedMs);
+  return {
+    workflowId,
+    scheduledEventId: event.eventId,
+    activityId: event.activityId,
+    name: event.activityType,
+    stage: stringField(event.result, 'stage') ?? stage,
+    scheduledMs,
+    startedMs: scheduledMs,
+    closedMs,
+    attempts: event.attempt,
+    status: !event.failure ? 'completed' : event.failure.timeoutType ? 'timedOut' : 'failed',
+    failure: event.failure,
+    result: event.result,
+  };
 }
 
 /** The session a step ran against: from its input (`sessionId` or a `session` handle), result and failure details. */

@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { temporal } from '@temporalio/proto';
 import type { FerryActivities } from '../../activities';
 import { formatTimeline } from '../../client/commands';
 import { formatExplanation } from '../../client/explain';
@@ -408,6 +410,47 @@ describe('core/history: steps', () => {
     assert.equal(analysis.steps[0].status, 'scheduled');
     assert.equal(analysis.steps[0].attempts, 0);
     assert.deepEqual(analysis.gaps.map((g) => [g.cause, g.activityType, g.durationMs, g.ongoing]), [['waiting-for-worker', 'snapshotSource', 119_990, true]]);
+  });
+
+  it('reads a local activity from its marker: named, timed from its workflow task, its session from its result', () => {
+    const EventType = temporal.api.enums.v1.EventType;
+    const time = (ms: number) => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 });
+    const payloads = (value: unknown) => ({ payloads: [defaultPayloadConverter.toPayload(value)] });
+    const marker = (eventId: number, atMs: number, data: Record<string, unknown>, outcome: { result?: unknown; failure?: temporal.api.failure.v1.IFailure }) =>
+      temporal.api.history.v1.HistoryEvent.fromObject({
+        eventId,
+        eventTime: time(atMs),
+        eventType: EventType.EVENT_TYPE_MARKER_RECORDED,
+        markerRecordedEventAttributes: {
+          markerName: 'core_local_activity',
+          details: { data: payloads(data), ...(outcome.result ? { result: payloads(outcome.result) } : {}) },
+          failure: outcome.failure,
+        },
+      });
+    const raw = [
+      temporal.api.history.v1.HistoryEvent.fromObject({ eventId: 1, eventTime: time(t0), eventType: EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED }),
+      temporal.api.history.v1.HistoryEvent.fromObject({ eventId: 2, eventTime: time(t0), eventType: EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED }),
+      temporal.api.history.v1.HistoryEvent.fromObject({ eventId: 3, eventTime: time(t0 + 5), eventType: EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED, workflowTaskStartedEventAttributes: { scheduledEventId: 2 } }),
+      temporal.api.history.v1.HistoryEvent.fromObject({ eventId: 4, eventTime: time(t0 + 20), eventType: EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, workflowTaskCompletedEventAttributes: { scheduledEventId: 2 } }),
+      // The SDK's core may record the first schedule after the end: the workflow task's start counts then.
+      marker(5, t0 + 20, { seq: 1, attempt: 1, activity_id: '1', activity_type: 'checkSession', complete_time: time(t0 + 15), original_schedule_time: time(t0 + 18) }, { result: { sessionId: 's1', reachable: true, bootId: BOOT_A, restarted: false, missing: [], changed: [] } }),
+      temporal.api.history.v1.HistoryEvent.fromObject({ eventId: 6, eventTime: time(t0 + 1_000), eventType: EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED }),
+      temporal.api.history.v1.HistoryEvent.fromObject({ eventId: 7, eventTime: time(t0 + 1_002), eventType: EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED, workflowTaskStartedEventAttributes: { scheduledEventId: 6 } }),
+      temporal.api.history.v1.HistoryEvent.fromObject({ eventId: 8, eventTime: time(t0 + 9_000), eventType: EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, workflowTaskCompletedEventAttributes: { scheduledEventId: 6 } }),
+      // Retried across workflow tasks: its first schedule is the earlier time.
+      marker(9, t0 + 9_000, { seq: 2, attempt: 3, activity_id: '2', activity_type: 'checkSession', complete_time: time(t0 + 8_990), original_schedule_time: time(t0 + 500) }, {
+        failure: { message: 'agent down', applicationFailureInfo: { type: 'TargetUnavailable' } },
+      }),
+    ];
+    const steps = analyse(Number.POSITIVE_INFINITY, summarizeHistory(raw), t0 + 9_000).steps;
+    assert.deepEqual(
+      steps.map((s) => [s.name, s.status, s.attempts, s.scheduledAt, s.durationMs, s.waitMs, s.failure?.type]),
+      [
+        ['checkSession', 'completed', 1, new Date(t0 + 5).toISOString(), 10, 0, undefined],
+        ['checkSession', 'failed', 3, new Date(t0 + 500).toISOString(), 8_490, 0, 'TargetUnavailable'],
+      ],
+    );
+    assert.deepEqual(steps[0].session, { sessionId: 's1', bootId: BOOT_A });
   });
 });
 
