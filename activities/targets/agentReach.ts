@@ -263,7 +263,12 @@ export class AgentReach implements SessionReach {
           path: `${stream}.log`,
           ...(await this.storeFromAgent(scratch, `${stream}.log`, (into) => this.agent.downloadLog(processId, stream, into))),
         });
-        return { stdout: await store('stdout'), stderr: await store('stderr') };
+        // Both at once: each is a download from the agent and a store round trip, and every execution waits for them.
+        // Both settle before the scratch folder goes, even when one fails.
+        const [stdout, stderr] = await Promise.allSettled([store('stdout'), store('stderr')]);
+        if (stdout.status === 'rejected') throw stdout.reason;
+        if (stderr.status === 'rejected') throw stderr.reason;
+        return { stdout: stdout.value, stderr: stderr.value };
       }),
     );
   }
