@@ -60,6 +60,7 @@ export interface TargetTransfer {
   presignBlobPut(sha256: string): Promise<{ url: string; checksumHeader: string }>;
   putFile(key: string, filePath: string, size: number, sha256: string, abortSignal?: AbortSignal): Promise<void>;
   putFileAsBlob(absolutePath: string, sha256: string, size: number): Promise<boolean>;
+  putBlob(sha256: string, body: Buffer, abortSignal?: AbortSignal): Promise<void>;
   putVerified(key: string, body: Buffer | { stream: Readable; bytes: number }, sha256: string, abortSignal?: AbortSignal): Promise<void>;
   getObjectBytes(key: string, abortSignal?: AbortSignal): Promise<Buffer | undefined>;
   deletePrefix(prefix: string): Promise<number>;

@@ -482,7 +482,7 @@ export function createSessionActivities(deps: SessionDeps) {
       // Readers stop once they hold every byte the result counts, so all of it is shipped before the result exists.
       // An ended process answers at once, whatever the wait.
       while (unshipped(status)) status = await probe();
-      const logs = await reach.storeLogs(input.executionId);
+      const logs = await reach.storeLogs(input.executionId, { stdout: status.stdoutBytes, stderr: status.stderrBytes });
       context.log.info('code executed', { ...ids, exitCode: status.exitCode, durationMs: status.durationMs });
       return {
         executionId: input.executionId,

@@ -7,11 +7,13 @@
  * One agent may serve many sessions (the local agent keeps each under
  * `sessions/<id>`), so every path is joined to the session's `base` here.
  */
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PACKS_API_VERSION, type LandFile } from '../../core/agentProtocol';
 import { FailureType, knownFailureType, type FailureTypeName } from '../../core/errors';
+import type { LogStream } from '../../core/executionLogs';
 import { blobsOfEntry, type ManifestEntry } from '../../core/manifest';
 import { comparePlaces, type PackPlace } from '../../core/packs';
 import { joinRelative } from '../../core/paths';
@@ -20,6 +22,9 @@ import { nonRetryable, retryable } from '../failures';
 import type { TargetTransfer } from '../blobStore';
 import { BlobSourceChangedError } from '../blobStore';
 import type { LandOutcome, LandSessionRequest, LogShipment, ProbeOutcome, SessionReach, StartSessionProcess, StoredFile } from './driver';
+
+/** The sha256 of no bytes: an empty log's blob. */
+const EMPTY_SHA256 = createHash('sha256').digest('hex');
 
 const NON_RETRYABLE_AGENT_ERRORS = new Set<FailureTypeName>([
   FailureType.UnsafePath,
@@ -256,13 +261,15 @@ export class AgentReach implements SessionReach {
     );
   }
 
-  storeLogs(processId: string): Promise<{ stdout: StoredFile; stderr: StoredFile }> {
+  storeLogs(processId: string, bytes: Record<LogStream, number>): Promise<{ stdout: StoredFile; stderr: StoredFile }> {
     return typed(() =>
       withScratch(async (scratch) => {
-        const store = async (stream: 'stdout' | 'stderr'): Promise<StoredFile> => ({
-          path: `${stream}.log`,
-          ...(await this.storeFromAgent(scratch, `${stream}.log`, (into) => this.agent.downloadLog(processId, stream, into))),
-        });
+        const store = async (stream: LogStream): Promise<StoredFile> => {
+          const name = `${stream}.log`;
+          // An empty log (stderr of most runs, both of `true`) is the empty blob: nothing to fetch from the agent.
+          if (bytes[stream] === 0) return { path: name, size: 0, sha256: await this.storeEmptyBlob() };
+          return { path: name, ...(await this.storeFromAgent(scratch, name, (into) => this.agent.downloadLog(processId, stream, into))) };
+        };
         // Both at once: each is a download from the agent and a store round trip, and every execution waits for them.
         // Both settle before the scratch folder goes, even when one fails.
         const [stdout, stderr] = await Promise.allSettled([store('stdout'), store('stderr')]);
@@ -276,6 +283,13 @@ export class AgentReach implements SessionReach {
   /** Removes the session's folder, stopping the processes running in it. */
   async removeSession(): Promise<{ processesStopped: number }> {
     return typed(() => this.agent.remove([this.options.base]));
+  }
+
+  /** The empty blob's sha256, once the store holds it (it remembers blobs it has seen, so this is mostly free). */
+  private async storeEmptyBlob(): Promise<string> {
+    const { blobs } = this.options;
+    if (!(await blobs.findStandaloneBlobs([EMPTY_SHA256])).has(EMPTY_SHA256)) await blobs.putBlob(EMPTY_SHA256, Buffer.alloc(0));
+    return EMPTY_SHA256;
   }
 
   /** Copies bytes from the agent into the blob store; they must hash to `expectedSha256` when given. */

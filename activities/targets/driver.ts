@@ -9,6 +9,7 @@
  * every kind.
  */
 import type { ProcessStatus } from '../../core/agentProtocol';
+import type { LogStream } from '../../core/executionLogs';
 import type { ManifestEntry } from '../../core/manifest';
 import type { SessionHandle, SessionPurpose, TargetRef } from '../../core/target';
 import type { TargetFile } from '../../core/verify';
@@ -179,6 +180,10 @@ export interface SessionReach {
   stopProcess(processId: string, graceSeconds: number): Promise<{ signal: 'none' | 'TERM' | 'KILL'; status: ProcessStatus }>;
   /** Stores files of `dir` (as listed, with their sha256) in the blob store; bytes that do not hash to it fail. */
   storeFiles(dir: string, files: StoredFile[], onStored: (file: StoredFile) => void): Promise<void>;
-  /** Stores an ended process's whole stdout and stderr logs in the blob store. */
-  storeLogs(processId: string): Promise<{ stdout: StoredFile; stderr: StoredFile }>;
+  /**
+   * Stores an ended process's whole stdout and stderr logs in the blob store.
+   * `bytes`: their sizes as the ended process's status reported them; a
+   * reach may store an empty log without reading it from the target.
+   */
+  storeLogs(processId: string, bytes: Record<LogStream, number>): Promise<{ stdout: StoredFile; stderr: StoredFile }>;
 }

@@ -163,6 +163,7 @@ describe('pipelineWorkflow', () => {
     const mid = await running;
     assert.equal(mid.stdoutTail.trim(), 'done');
     assert.equal(mid.stage, 'coder');
+    assert.equal((await stack.blobs.getBlob(mid.stderrLogKey.split('/').pop()!)).length, 0, 'the empty stderr is stored without being read from the agent');
     const next = await pipelines.execute(workflowId, { language: 'bash', code: 'true' });
     assert.equal(next.stage, 'reporter', 'an execute after the finish runs in the next stage');
     await pipelines.finishStage(workflowId);
