@@ -23,7 +23,6 @@ import {
   upsertSearchAttributes,
   uuid4,
   workflowInfo,
-  type ActivityOptions,
 } from '@temporalio/workflow';
 import type { FerryActivities } from '../activities';
 import { FailureType } from '../core/errors';
@@ -61,10 +60,7 @@ import {
   pipelineTimelineQuery,
 } from './definitions';
 import { landAndVerify as landAndVerifyIn, snapshotAndUpload, type UploadSource } from './landing';
-import { cheapCheckStep, failureType, retry, sessionStep, stepFailure, transferStep, verifyStep } from './steps';
-
-/** Code runs once per execution id (the target reports the first run on a retry), so retries only cover transport. */
-const executeStep: ActivityOptions = { startToCloseTimeout: '25h', heartbeatTimeout: '60s', retry: { ...retry, maximumAttempts: 5 } };
+import { cheapCheckStep, executeStep, failureType, sessionStep, stepFailure, transferStep, verifyStep } from './steps';
 
 const { provisionSession, checkSession, releaseSession, composeInputs } = proxyActivities<FerryActivities>(sessionStep);
 const { snapshotS3Input, collectArtifacts } = proxyActivities<FerryActivities>(transferStep);

@@ -21,6 +21,19 @@ export const sessionStep: ActivityOptions = { startToCloseTimeout: '15m', heartb
  * two minutes is ample; a few attempts, as sessionStep.
  */
 export const cheapCheckStep: LocalActivityOptions = { startToCloseTimeout: '2m', retry: { ...retry, maximumAttempts: 5 } };
+/**
+ * Running code: code runs once per execution id (the target reports the
+ * first run on a retry), so retries only cover transport. The activity
+ * heartbeats at every probe (1–5 s, the target's follow pace), so a lost
+ * worker shows as a heartbeat timeout after 30 s and another takes over.
+ */
+export const executeStep: ActivityOptions = { startToCloseTimeout: '25h', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 5 } };
+/**
+ * One short step on a process (start, confirm, probe, stop); over SSM,
+ * delivery alone can take tens of seconds, during which the channel
+ * heartbeats, so 30 s without one means the worker is gone.
+ */
+export const processStep: ActivityOptions = { startToCloseTimeout: '6m', heartbeatTimeout: '30s', retry: { ...retry, maximumAttempts: 10 } };
 /** Re-hashing on the target; a mismatch rarely heals by itself, so few attempts before it surfaces. */
 export const verifyStep: ActivityOptions = { startToCloseTimeout: '1h', heartbeatTimeout: '30s', retry: { ...retry, initialInterval: '2s', maximumAttempts: 3 } };
 

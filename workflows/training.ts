@@ -18,7 +18,6 @@ import {
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
-  type ActivityOptions,
 } from '@temporalio/workflow';
 import type { FerryActivities } from '../activities';
 import { FailureType } from '../core/errors';
@@ -36,11 +35,8 @@ import {
 } from '../core/training';
 import { FerrySessionId, FerryTarget } from './definitions';
 import { landAndVerify, snapshotAndUpload, uploadSourceOf, type StepRunner } from './landing';
-import { retry, sessionStep, stepFailure, transferStep } from './steps';
+import { processStep, sessionStep, stepFailure, transferStep } from './steps';
 import { resyncTrainingSignal, stopTrainingSignal, trainingProgressQuery } from './trainingDefinitions';
-
-/** One short step on the target (start, probe); over SSM delivery alone can take tens of seconds. */
-const processStep: ActivityOptions = { startToCloseTimeout: '6m', heartbeatTimeout: '60s', retry: { ...retry, maximumAttempts: 10 } };
 
 const { provisionSession, releaseSession } = proxyActivities<FerryActivities>(sessionStep);
 const { collectArtifacts } = proxyActivities<FerryActivities>(transferStep);
