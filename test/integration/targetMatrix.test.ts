@@ -14,10 +14,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { WorkflowFailedError } from '@temporalio/client';
-import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
-import { temporal } from '@temporalio/proto';
+import { ApplicationFailure } from '@temporalio/common';
 import type { LandManifestResult, VerifyLandingResult } from '../../activities/session';
 import { sshTarget } from '../../activities/targets/ssh';
+import { summarizeHistory } from '../../client/history';
 import { PipelineClient } from '../../client/pipelineClient';
 import { followLogs } from '../../client/training';
 import type { ExecuteResult } from '../../core/pipeline';
@@ -84,17 +84,17 @@ async function activities(workflowId: string): Promise<{ name: string; result?: 
   return (await closedActivities(workflowId)).filter((a) => a.failure === undefined);
 }
 
-/** Every activity that completed or failed (after its retries), in history order. */
+/** Every activity, local ones (checkSession) included, that completed or failed (after its retries), in history order. */
 async function closedActivities(workflowId: string): Promise<{ name: string; result?: unknown; failure?: string }[]> {
   const { events } = await stack.client.workflow.getHandle(workflowId).fetchHistory();
   const names = new Map<number, string>();
   const closed: { name: string; result?: unknown; failure?: string }[] = [];
-  for (const event of events ?? []) {
-    if (event.eventType === temporal.api.enums.v1.EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) names.set(Number(event.eventId), event.activityTaskScheduledEventAttributes?.activityType?.name ?? '');
-    const completed = event.activityTaskCompletedEventAttributes;
-    if (completed) closed.push({ name: names.get(Number(completed.scheduledEventId))!, result: defaultPayloadConverter.fromPayload(completed.result!.payloads![0]!) });
-    const failed = event.activityTaskFailedEventAttributes;
-    if (failed) closed.push({ name: names.get(Number(failed.scheduledEventId))!, failure: failed.failure?.applicationFailureInfo?.type ?? 'failed' });
+  for (const event of summarizeHistory(events ?? [])) {
+    if (event.kind === 'activityScheduled') names.set(event.eventId, event.activityType);
+    if (event.kind !== 'activityClosed' && event.kind !== 'localActivity') continue;
+    if (event.kind === 'activityClosed' && event.status !== 'completed' && event.status !== 'failed') continue;
+    const name = event.kind === 'activityClosed' ? names.get(event.scheduledEventId)! : event.activityType;
+    closed.push(event.failure ? { name, failure: event.failure.type ?? 'failed' } : { name, result: event.result });
   }
   return closed;
 }
