@@ -24,6 +24,10 @@ export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
 # Servers', agents' and workers' logs go to test-output/logs/<test file>/, the TAP reports to test-output/tap/.
 rm -rf test-output/histories test-output/logs test-output/tap
 mkdir -p test-output/tap
+# The workflow code, bundled once for the run: every test stack, and every worker a test spawns, loads it instead of
+# running webpack itself (built after tsc, so it is this checkout's code, which the replay step replays too).
+node dist/worker/bundle.js test-output/workflow-bundle.js >test-output/bundle.log 2>&1 || { cat test-output/bundle.log >&2; exit 1; }
+export FERRY_WORKFLOW_BUNDLE="$PWD/test-output/workflow-bundle.js"
 export FERRY_RECORD_HISTORIES="$PWD/test-output/histories"
 # One step per suite, in this order: node sorts the files of all the folders it is given, so a single
 # `node --test` over them would run replay/ before unit/. `--faults` runs only the fault-injection and

@@ -222,7 +222,7 @@ describe('agent faults against the real stack', { concurrency: true }, () => {
   });
 
   it('an agent that accepts connections and never answers: the client times out before the heartbeat would, the step is retried, the sync ends verified', async (t) => {
-    const hangs = 2;
+    const hangs = 1;
     const hanging = await startHangingAgent(stack.agent.url, hangs);
     cleanups.push(() => hanging.close());
     const taskQueue = 'faults-hang';

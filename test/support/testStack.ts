@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
@@ -75,9 +75,16 @@ export interface TestStack {
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 
-/** Workflow code bundled once per process: bundling takes seconds. */
+/**
+ * Workflow code bundled once per process (bundling takes seconds), or the
+ * bundle `npm test` built once for the whole run (FERRY_WORKFLOW_BUNDLE,
+ * which the workers tests spawn read too).
+ */
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows'), logger: bundlerLogger() });
+  const prebuilt = process.env.FERRY_WORKFLOW_BUNDLE;
+  bundle ??= prebuilt
+    ? readFile(prebuilt, 'utf8').then((code) => ({ code, sourceMap: '' }))
+    : bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows'), logger: bundlerLogger() });
   return bundle;
 }
 
