@@ -52,7 +52,7 @@ function variantBundle(module: string): Promise<WorkflowBundleWithSourceMap> {
 describe('replay of recorded histories', () => {
   it('the committed histories of every workflow type replay against the current workflow code', async (t: TestContext) => {
     const { replayed, types, failures } = await replayAll(committedHistoriesDir(), await workflowBundle());
-    assert.deepEqual([...types].sort(), ['pipelineWorkflow', 'syncWorkflow', 'trainingWorkflow'], 'the committed set covers every workflow type');
+    assert.deepEqual([...types].sort(), ['pipelineWorkflow', 'sessionFilesWorkflow', 'syncWorkflow', 'trainingWorkflow'], 'the committed set covers every workflow type');
     assert.deepEqual(failures, []);
     t.diagnostic(`${replayed} committed histories replayed`);
   });

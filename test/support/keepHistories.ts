@@ -1,10 +1,10 @@
 /**
  * `npm run histories:keep`: adds a representative set of the histories the
  * last `npm test` recorded to test/fixtures/histories, so later workflow
- * code must keep replaying them. Per workflow type and close status it keeps
+ * code must keep replaying them. Per workflow type, close status and set of
+ * patch markers (the paths a later change is likeliest to break) it keeps
  * the history with the most events and the one with the fewest, unless one
- * with that outcome and event count is kept already, and every history that
- * records a patch marker (the paths a later change is likeliest to break).
+ * with that outcome, patch set and event count is kept already.
  * It adds files and never replaces one (retire a fixture deliberately, with
  * git rm).
  */
@@ -20,7 +20,6 @@ const PATCH_MARKER_NAME = 'core_patch';
 interface Candidate {
   file: string;
   events: number;
-  patched: boolean;
 }
 
 async function main(): Promise<void> {
@@ -31,19 +30,27 @@ async function main(): Promise<void> {
   const groups = new Map<string, Candidate[]>();
   for (const { file, record, history } of recorded) {
     if ((await stat(path.join(source, file))).size > MAX_FIXTURE_BYTES) continue;
+    const patches = new Set<string>();
+    for (const event of history.events ?? []) {
+      const marker = event.markerRecordedEventAttributes;
+      if (marker?.markerName !== PATCH_MARKER_NAME) continue;
+      const id = marker.details?.['patch-data']?.payloads?.[0]?.data;
+      patches.add(id ? (JSON.parse(Buffer.from(id).toString('utf8')) as { id?: string }).id ?? 'patch' : 'patch');
+    }
+    // The patch set is part of the group, not of the file name: a name says type, outcome and size, as before.
     const key = `${record.workflowType}-${record.status.toLowerCase()}`;
-    const patched = (history.events ?? []).some((event) => event.markerRecordedEventAttributes?.markerName === PATCH_MARKER_NAME);
-    groups.set(key, [...(groups.get(key) ?? []), { file, events: history.events?.length ?? 0, patched }]);
+    const group = `${key}\0${[...patches].sort().join(',')}`;
+    groups.set(group, [...(groups.get(group) ?? []), { file, events: history.events?.length ?? 0 }]);
   }
   await mkdir(target, { recursive: true });
   const existing = await readdir(target);
   let added = 0;
-  for (const [key, candidates] of [...groups].sort(([a], [b]) => a.localeCompare(b))) {
+  for (const [group, candidates] of [...groups].sort(([a], [b]) => a.localeCompare(b))) {
+    const key = group.split('\0')[0]!;
     candidates.sort((a, b) => b.events - a.events || a.file.localeCompare(b.file));
-    const picks = new Set([candidates[0], candidates[candidates.length - 1], ...candidates.filter((candidate) => candidate.patched)]);
-    for (const pick of picks) {
+    for (const pick of new Set([candidates[0]!, candidates[candidates.length - 1]!])) {
       const outcome = `${key}-${pick.events}-events-`;
-      if (!pick.patched && existing.some((name) => name.startsWith(outcome))) continue;
+      if (existing.some((name) => name.startsWith(outcome))) continue;
       const name = `${outcome}${path.basename(pick.file)}`;
       if (existing.includes(name)) continue;
       await copyFile(path.join(source, pick.file), path.join(target, name));
