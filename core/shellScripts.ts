@@ -189,7 +189,10 @@ done
  * link between the check and the `cd` is caught; once inside, the working
  * folder is that folder itself, and later swaps of the path above it
  * redirect nothing. `enter CREATE PATH` does it from FERRY_LAND_DEST (a
- * physical path, found the same way).
+ * physical path, found the same way). `enter_parent CREATE REL` enters the
+ * folder of the file REL (relative to FERRY_LAND_DEST) unless the last call
+ * entered it already, with the same returns, and sets `name` to REL's last
+ * part: files come folder by folder, so a folder is walked once.
  */
 const WALK = `walk() {
   create=$1
@@ -211,6 +214,15 @@ enter() {
   cd -P -- "$FERRY_LAND_DEST" && [ "$(pwd -P)" = "$FERRY_LAND_DEST" ] || { printf 'ferry: the destination changed\\n' >&2; return 1; }
   walk "$1" "$2"
 }
+at=
+enter_parent() {
+  case $2 in */*) parent=\${2%/*} ;; *) parent= ;; esac
+  name=\${2##*/}
+  [ "$at" = "/$parent" ] && return 0
+  at=
+  enter "$1" "$parent" || return
+  at="/$parent"
+}
 `;
 
 /**
@@ -219,29 +231,19 @@ enter() {
  * file's folder entered with {@link WALK}: nothing lands outside the
  * destination, whatever is swapped meanwhile.
  */
-const MOVE_INTO_PLACE = `${WALK}cur=
-for f do
+const MOVE_INTO_PLACE = `${WALK}for f do
   rel=\${f#./}
-  case $rel in */*) parent=\${rel%/*} ;; *) parent= ;; esac
-  if [ "$cur" != "/$parent" ]; then
-    enter 1 "$parent" || exit 3
-    cur="/$parent"
-  fi
-  mv -fT -- "$FERRY_FROM/$rel" "./\${rel##*/}" || exit 3
+  enter_parent 1 "$rel" || exit 3
+  mv -fT -- "$FERRY_FROM/$rel" "./$name" || exit 3
 done
 `;
 
 /** Deletes the paths given, each from inside its folder entered with {@link WALK}; a path whose folder is missing is already gone. */
-const REMOVE_PATHS = `${WALK}cur=
-for f do
+const REMOVE_PATHS = `${WALK}for f do
   rel=\${f#./}
-  case $rel in */*) parent=\${rel%/*} ;; *) parent= ;; esac
-  if [ "$cur" != "/$parent" ]; then
-    cur=
-    enter 0 "$parent"
-    case $? in 0) cur="/$parent" ;; 2) continue ;; *) exit 3 ;; esac
-  fi
-  rm -f -- "./\${rel##*/}" || exit 3
+  enter_parent 0 "$rel"
+  case $? in 0) ;; 2) continue ;; *) exit 3 ;; esac
+  rm -f -- "./$name" || exit 3
 done
 `;
 
@@ -251,19 +253,14 @@ done
  * renamed over the destination, so the path never follows anything on the
  * way and a link or file already there is replaced, not written through.
  */
-const MAKE_LINKS = `${WALK}cur=
-for f do
+const MAKE_LINKS = `${WALK}for f do
   rel=\${f#./}
-  case $rel in */*) parent=\${rel%/*} ;; *) parent= ;; esac
-  if [ "$cur" != "/$parent" ]; then
-    enter 1 "$parent" || exit 3
-    cur="/$parent"
-  fi
+  enter_parent 1 "$rel" || exit 3
   text=$(cat -- "$FERRY_FROM/$rel"; printf x)
   text=\${text%x}
   rm -f -- "$FERRY_LINK_TEMP"
   ln -s -- "$text" "$FERRY_LINK_TEMP" || exit 3
-  mv -fT -- "$FERRY_LINK_TEMP" "./\${rel##*/}" || exit 3
+  mv -fT -- "$FERRY_LINK_TEMP" "./$name" || exit 3
 done
 `;
 
