@@ -8,48 +8,29 @@
  * real one the CLI starts.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { lstatSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import { AgentClient } from '../../activities/agentClient';
 import { readStackState, type StackState } from '../../client/config';
 import { writeDemoInput } from '../../client/sampleData';
-import { freePort } from '../../client/ports';
 import { isPidAlive } from '../../client/managedProcess';
-import { repoRoot } from '../../client/tools';
+import { FERRY_BIN, freeStackPorts, runFerry, stackPortArgs, type CliResult, type StackPorts } from '../support/ferryCli';
 import { waitFor } from '../support/fixtures';
 
-const run = promisify(execFile);
-const ferryBin = path.join(repoRoot(), 'bin', 'ferry.js');
 const SESSION = 'stack-faults';
 const WORKFLOW = `pipeline-${SESSION}`;
 
 let home: string;
 let work: string;
-let ports: { temporal: number; ui: number; s3: number; agent: number };
+let ports: StackPorts;
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function ferry(args: string[]): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [ferryBin, ...args], { cwd: work, env: { ...process.env, FERRY_HOME: home }, timeout: 300_000, maxBuffer: 16 << 20 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const failed = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof failed.code === 'number' ? failed.code : -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
-  }
-}
-
-const portArgs = () => ['--temporal-port', String(ports.temporal), '--ui-port', String(ports.ui), '--s3-port', String(ports.s3), '--agent-port', String(ports.agent)];
+const ferry = (args: string[]): Promise<CliResult> => runFerry(args, { cwd: work, env: { ...process.env, FERRY_HOME: home }, timeoutMs: 300_000 });
+const portArgs = () => stackPortArgs(ports);
 const state = (): StackState => readStackState(home)!;
 const pidsByName = () => Object.fromEntries(state().services.map((s) => [s.name, s.pid]));
 const sessionRoot = () => path.join(home, 'targets', 'local', 'sessions', SESSION);
@@ -60,11 +41,10 @@ async function upDetached(): Promise<CliResult> {
   return up;
 }
 
-/** Starts `ferry exec` on the code (written to a file first) as its own process; resolves with its output once it exits. */
-/** Starts `ferry exec` as a process; `running()` says whether it is still running, `result` resolves when it exits. */
+/** Starts `ferry exec` on the code (written to a file first) as its own process; `running()` says whether it still runs, `result` resolves with its output once it exits. */
 async function ferryExec(code: string, name: string): Promise<{ child: ChildProcess; running: () => boolean; result: Promise<CliResult> }> {
   const file = await writeCode(name, code);
-  const child = spawn(process.execPath, [ferryBin, 'exec', WORKFLOW, '--lang', 'bash', '--code', file], { cwd: work, env: { ...process.env, FERRY_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [FERRY_BIN, 'exec', WORKFLOW, '--lang', 'bash', '--code', file], { cwd: work, env: { ...process.env, FERRY_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -90,7 +70,7 @@ const codeRunsAsAnotherUser = process.getuid?.() === 0;
 before(async () => {
   home = await mkdtemp(path.join(os.tmpdir(), 'ferry-stack-faults-home-'));
   work = await mkdtemp(path.join(os.tmpdir(), 'ferry-stack-faults-work-'));
-  ports = { temporal: await freePort(), ui: await freePort(), s3: await freePort(), agent: await freePort() };
+  ports = await freeStackPorts();
 });
 
 after(async () => {

@@ -4,53 +4,30 @@
  * sync, files, timeline and down, checking output and exit codes.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { readStackState } from '../../client/config';
 import { freePort } from '../../client/ports';
 import { isPidAlive } from '../../client/managedProcess';
-import { repoRoot } from '../../client/tools';
+import { FERRY_BIN, freeStackPorts, runFerry, stackPortArgs, type CliResult, type StackPorts } from '../support/ferryCli';
 import { treeHashes, writeSampleProject } from '../support/fixtures';
-
-const run = promisify(execFile);
-const ferryBin = path.join(repoRoot(), 'bin', 'ferry.js');
 
 let home: string;
 let work: string;
-let ports: { temporal: number; ui: number; s3: number; agent: number };
+let ports: StackPorts;
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function ferry(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [ferryBin, ...args], {
-      cwd: work,
-      env: { ...process.env, FERRY_HOME: home, ...env },
-      timeout: 180_000,
-      maxBuffer: 16 << 20,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const failed = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof failed.code === 'number' ? failed.code : -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
-  }
-}
-
-const portArgs = () => ['--temporal-port', String(ports.temporal), '--ui-port', String(ports.ui), '--s3-port', String(ports.s3), '--agent-port', String(ports.agent)];
+const ferry = (args: string[], env: Record<string, string> = {}): Promise<CliResult> =>
+  runFerry(args, { cwd: work, env: { ...process.env, FERRY_HOME: home, ...env }, timeoutMs: 180_000 });
+const portArgs = () => stackPortArgs(ports);
 
 before(async () => {
   home = await mkdtemp(path.join(os.tmpdir(), 'ferry-cli-home-'));
   work = await mkdtemp(path.join(os.tmpdir(), 'ferry-cli-work-'));
-  ports = { temporal: await freePort(), ui: await freePort(), s3: await freePort(), agent: await freePort() };
+  ports = await freeStackPorts();
 });
 
 after(async () => {
@@ -125,7 +102,7 @@ describe('ferry CLI on the embedded stack', () => {
   });
 
   it('warns at once when no worker polls the queue, and Ctrl-C leaves the durable sync running', async () => {
-    const child = spawn(process.execPath, [ferryBin, 'sync', work, '--session', 'unpolled', '--json'], {
+    const child = spawn(process.execPath, [FERRY_BIN, 'sync', work, '--session', 'unpolled', '--json'], {
       cwd: work,
       env: { ...process.env, FERRY_HOME: home, FERRY_TASK_QUEUE: 'nobody-polls-this' },
     });
