@@ -53,7 +53,6 @@ export function isPidAlive(pid: number): boolean {
   }
 }
 
-
 /** True if `exited` settles within `ms` (the timer is cleared as soon as it does). */
 function exitedWithin(exited: Promise<unknown>, ms: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -438,7 +438,6 @@ export function createEcsBackend(deps: EcsBackendDeps): TargetBackend<EcsTargetO
 
     reach: (session) => reachOf(session),
 
-
     async release(session: SessionHandle): Promise<{ released: boolean; detail: string }> {
       const startedBy = session.details.startedBy ?? startedByFor(session.sessionId);
       const listed = await deps.ecs.send(new ListTasksCommand({ cluster: settings.cluster, startedBy, desiredStatus: 'RUNNING' }));
@@ -516,7 +515,6 @@ export function resolveEcsSettings(read: SettingsReader): EcsSettings | undefine
     endpoint: endpoint?.replace(/\/$/, ''),
   };
 }
-
 
 export const ecsTarget: TargetDriver<EcsTargetOptions> = {
   kind: 'ecs',
